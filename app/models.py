@@ -1,0 +1,290 @@
+"""The database schema (SQLAlchemy Core + GeoAlchemy2), mirrored by the Alembic migrations.
+
+Geometries are stored in CGCS2000 (EPSG:4490) with GiST indexes; areas are computed in the data's
+Gauss-Krüger zone by ``spatial/`` and stored in m² and 亩. Money is in 万元, energy in 吨标煤,
+electricity in kWh, as in the import bundle (``data/README.md``).
+
+Land of all three kinds (registered parcels, independent and attached de-facto land) lives in one
+``parcels`` table keyed by its 宗地身份码 ``identity_code``, so every layer, rating and archive
+speaks of one kind of thing.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from geoalchemy2 import Geometry
+from sqlalchemy.dialects.postgresql import JSONB
+
+SRID = 4490
+metadata = sa.MetaData()
+
+_now = sa.text("now()")
+
+
+def _metric_columns() -> list[sa.Column]:
+    """The per-year figures of an enterprise (and, apportioned, of a parcel)."""
+    return [
+        sa.Column("tax_paid", sa.Float, comment="实缴税金 万元"),
+        sa.Column("tax_refund", sa.Float, comment="税收还原额 万元"),
+        sa.Column("value_added", sa.Float, comment="工业增加值 万元"),
+        sa.Column("revenue", sa.Float, comment="营业收入 万元"),
+        sa.Column("output_value", sa.Float, comment="工业总产值 万元"),
+        sa.Column("energy_tce", sa.Float, comment="综合能耗 吨标煤"),
+        sa.Column("emission_t", sa.Float, comment="排放当量 吨"),
+        sa.Column("rd_expense", sa.Float, comment="研发经费 万元"),
+        sa.Column("employees", sa.Float, comment="从业人员 人"),
+        sa.Column("electricity_kwh", sa.Float, comment="用电量 kWh"),
+    ]
+
+
+METRIC_COLUMNS = [c.name for c in _metric_columns()]
+
+
+def _rating_columns() -> list[sa.Column]:
+    """What one evaluation run says of one subject (enterprise or parcel)."""
+    return [
+        sa.Column("list_name", sa.Text),
+        sa.Column("industry_group", sa.Text),
+        sa.Column("evaluated", sa.Boolean, nullable=False, server_default=sa.true()),
+        sa.Column("excluded_reason", sa.Text),
+        sa.Column("score", sa.Float),
+        sa.Column("rank", sa.Integer),
+        sa.Column("percentile", sa.Float),
+        sa.Column("band_grade", sa.Text),
+        sa.Column("grade", sa.Text),
+        sa.Column("colour", sa.Text),
+        sa.Column("tax_per_mu", sa.Float, comment="亩均税收 万元/亩"),
+        sa.Column("indicators", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("adjustments", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+        sa.Column("explanation", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("warnings", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    ]
+
+
+import_batches = sa.Table(
+    "import_batches", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("bundle_path", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.Text, nullable=False, comment="sha256 of the bundle's files"),
+    sa.Column("status", sa.Text, nullable=False, comment="loaded | refused"),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("counts", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("column_map", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("source_crs", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("report_path", sa.Text),
+)
+
+import_rejects = sa.Table(
+    "import_rejects", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("batch_id", sa.BigInteger, sa.ForeignKey("import_batches.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("file", sa.Text, nullable=False),
+    sa.Column("row", sa.Integer),
+    sa.Column("field", sa.Text),
+    sa.Column("value", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False, comment="error (row rejected) | warning (row kept)"),
+)
+
+parcels = sa.Table(
+    "parcels", metadata,
+    sa.Column("identity_code", sa.Text, primary_key=True, comment="宗地身份码"),
+    sa.Column("kind", sa.Text, nullable=False, comment="registered | defacto | defacto_attached"),
+    sa.Column("parcel_code", sa.Text, index=True, comment="宗地代码 (own, or the parent's for attached land)"),
+    sa.Column("parent_identity_code", sa.Text, comment="attached de-facto land: its registered parcel"),
+    sa.Column("owner_uscc", sa.Text, index=True, comment="权利人统一社会信用代码"),
+    sa.Column("owner_name", sa.Text),
+    sa.Column("user_uscc", sa.Text, comment="de-facto land: the enterprise using it"),
+    sa.Column("land_use", sa.Text),
+    sa.Column("township", sa.Text, index=True),
+    sa.Column("registered_area_m2", sa.Float),
+    sa.Column("area_m2", sa.Float, nullable=False),
+    sa.Column("area_mu", sa.Float, nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("attrs", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"), comment="extra columns kept from the import"),
+    sa.Column("batch_id", sa.BigInteger, sa.ForeignKey("import_batches.id", ondelete="SET NULL")),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("geom", Geometry("MULTIPOLYGON", srid=SRID, spatial_index=True), nullable=False),
+    sa.CheckConstraint("kind IN ('registered', 'defacto', 'defacto_attached')", name="parcels_kind"),
+)
+
+buildings = sa.Table(
+    "buildings", metadata,
+    sa.Column("building_id", sa.Text, primary_key=True, comment="建筑编号"),
+    sa.Column("parcel_code", sa.Text, index=True),
+    sa.Column("floors", sa.Float, comment="层数"),
+    sa.Column("floor_area_m2", sa.Float, comment="建筑面积"),
+    sa.Column("footprint_m2", sa.Float),
+    sa.Column("attrs", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("batch_id", sa.BigInteger, sa.ForeignKey("import_batches.id", ondelete="SET NULL")),
+    sa.Column("geom", Geometry("MULTIPOLYGON", srid=SRID, spatial_index=True), nullable=False),
+)
+
+enterprises = sa.Table(
+    "enterprises", metadata,
+    sa.Column("uscc", sa.Text, primary_key=True, comment="统一社会信用代码"),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("industry_code", sa.Text, index=True, comment="GB/T 4754"),
+    sa.Column("scale", sa.Text, comment="规上 | 规下"),
+    sa.Column("township", sa.Text, index=True),
+    sa.Column("address", sa.Text),
+    sa.Column("founded", sa.Date),
+    sa.Column("flags", sa.Text, comment="免评, 过渡期 …"),
+    sa.Column("coord_sys", sa.Text, comment="the source coordinates' system"),
+    sa.Column("lon_src", sa.Float),
+    sa.Column("lat_src", sa.Float),
+    sa.Column("attrs", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("batch_id", sa.BigInteger, sa.ForeignKey("import_batches.id", ondelete="SET NULL")),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("geom", Geometry("POINT", srid=SRID, spatial_index=True)),
+)
+
+metrics = sa.Table(
+    "metrics", metadata,
+    sa.Column("uscc", sa.Text, sa.ForeignKey("enterprises.uscc", ondelete="CASCADE"), primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True),
+    *_metric_columns(),
+    sa.Column("meter_id", sa.Text, index=True, comment="电表户号"),
+    sa.Column("attrs", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("batch_id", sa.BigInteger, sa.ForeignKey("import_batches.id", ondelete="SET NULL")),
+)
+
+leases = sa.Table(
+    "leases", metadata,
+    sa.Column("lease_key", sa.Text, primary_key=True, comment="natural key: tenant|parcel|landlord|start"),
+    sa.Column("tenant_uscc", sa.Text, nullable=False, index=True),
+    sa.Column("parcel_code", sa.Text, index=True),
+    sa.Column("landlord_uscc", sa.Text, index=True),
+    sa.Column("floor_area_m2", sa.Float),
+    sa.Column("land_area_m2", sa.Float),
+    sa.Column("start_date", sa.Date),
+    sa.Column("end_date", sa.Date),
+    sa.Column("attrs", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("batch_id", sa.BigInteger, sa.ForeignKey("import_batches.id", ondelete="SET NULL")),
+)
+
+link_corrections = sa.Table(
+    "link_corrections", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("uscc", sa.Text, nullable=False),
+    sa.Column("parcel_code", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("share", sa.Float),
+    sa.Column("reason", sa.Text),
+    sa.Column("by", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.UniqueConstraint("uscc", "parcel_code", name="link_corrections_natural_key"),
+    sa.CheckConstraint("action IN ('add', 'remove')", name="link_corrections_action"),
+)
+
+land_links = sa.Table(
+    "land_links", metadata,
+    sa.Column("identity_code", sa.Text, sa.ForeignKey("parcels.identity_code", ondelete="CASCADE"), primary_key=True),
+    sa.Column("uscc", sa.Text, primary_key=True, index=True),
+    sa.Column("parcel_code", sa.Text),
+    sa.Column("role", sa.Text, nullable=False, comment="owner_occupier 自用 | landlord 出租方 | tenant 承租方"),
+    sa.Column("method", sa.Text, nullable=False, comment="owner_code | point_in_polygon | building | snap | lease | correction"),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("distance_m", sa.Float),
+    sa.Column("share", sa.Float, comment="share of the land's area attributed"),
+    sa.Column("attributed_area_m2", sa.Float),
+    sa.Column("attributed_area_mu", sa.Float),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+sublots = sa.Table(
+    "sublots", metadata,
+    sa.Column("identity_code", sa.Text, sa.ForeignKey("parcels.identity_code", ondelete="CASCADE"), primary_key=True),
+    sa.Column("uscc", sa.Text, primary_key=True),
+    sa.Column("share", sa.Float, nullable=False),
+    sa.Column("area_m2", sa.Float, nullable=False),
+    sa.Column("geom", Geometry("MULTIPOLYGON", srid=SRID, spatial_index=True), nullable=False),
+)
+
+enterprise_land = sa.Table(
+    "enterprise_land", metadata,
+    sa.Column("uscc", sa.Text, primary_key=True),
+    sa.Column("land_area_m2", sa.Float, nullable=False),
+    sa.Column("land_area_mu", sa.Float, nullable=False),
+    sa.Column("parcel_count", sa.Integer, nullable=False),
+    sa.Column("owned_area_m2", sa.Float),
+    sa.Column("leased_in_area_m2", sa.Float),
+    sa.Column("land_class", sa.Text, comment="I owns+uses all | II owns, leases some out | III rents | none"),
+)
+
+parcel_metrics = sa.Table(
+    "parcel_metrics", metadata,
+    sa.Column("identity_code", sa.Text, sa.ForeignKey("parcels.identity_code", ondelete="CASCADE"), primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True),
+    *_metric_columns(),
+    sa.Column("occupant_count", sa.Integer),
+)
+
+evaluation_runs = sa.Table(
+    "evaluation_runs", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("year", sa.Integer, nullable=False, index=True),
+    sa.Column("scheme_name", sa.Text, nullable=False),
+    sa.Column("scheme_version", sa.Text, nullable=False),
+    sa.Column("scheme_hash", sa.Text, nullable=False),
+    sa.Column("inputs_fingerprint", sa.Text, nullable=False),
+    sa.Column("run_hash", sa.Text, nullable=False, comment="scheme + inputs + year: same hash, same results"),
+    sa.Column("status", sa.Text, nullable=False, server_default="draft", comment="running | draft | published | superseded | failed"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("published_at", sa.DateTime(timezone=True)),
+    sa.Column("scheme", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"), comment="the scheme as evaluated"),
+    sa.Column("summary", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+)
+
+enterprise_ratings = sa.Table(
+    "enterprise_ratings", metadata,
+    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("uscc", sa.Text, primary_key=True, index=True),
+    *_rating_columns(),
+    sa.Column("land_area_mu", sa.Float),
+    sa.Column("consecutive_d_years", sa.Integer),
+    sa.Column("electricity_surcharge_yuan", sa.Float, comment="差别电价 for D"),
+    sa.Column("electricity_refund_yuan", sa.Float, comment="refund on leaving D"),
+)
+
+parcel_ratings = sa.Table(
+    "parcel_ratings", metadata,
+    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("identity_code", sa.Text, primary_key=True, index=True),
+    *_rating_columns(),
+    sa.Column("idle", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("low_yield_years", sa.Integer, comment="consecutive years below the 低产田 threshold"),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("key_hash", sa.Text, nullable=False, unique=True, comment="sha256 of the key; the key itself is never stored"),
+    sa.Column("role", sa.Text, nullable=False, comment="public | viewer | analyst | admin"),
+    sa.Column("region", sa.Text, comment="NULL = whole county; else a township"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("role IN ('public', 'viewer', 'analyst', 'admin')", name="api_keys_role"),
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text),
+    sa.Column("entity_id", sa.Text),
+    sa.Column("details", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+)
+
+data_version = sa.Table(
+    "data_version", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False, comment="bumped by every write; ETags and cached counts key on it"),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.CheckConstraint("id = 1", name="data_version_single_row"),
+)

@@ -1,0 +1,60 @@
+"""All configuration in one place (environment variables prefixed ``MUJUN_``, or a ``.env`` file).
+
+``DATABASE_URL`` (without prefix, as every PaaS sets it) points to an existing PostGIS ≥ 3.1;
+without it mujun runs its own embedded PostgreSQL + PostGIS cluster under ``MUJUN_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository (or installed package) root: the embedded cluster lives below it by default.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """mujun settings. Every field can be set as ``MUJUN_<NAME>`` (``DATABASE_URL`` also bare)."""
+
+    model_config = SettingsConfigDict(env_prefix="MUJUN_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "MUJUN_DATABASE_URL"),
+        description="SQLAlchemy URL of an external PostGIS; unset = embedded cluster",
+    )
+    data_dir: Path = Field(default=PROJECT_ROOT / "var", description="embedded cluster, reports, caches")
+    db_port: int | None = Field(default=None, description="embedded cluster port; unset = a free port")
+    db_name: str = "mujun"
+    db_user: str = "mujun"
+    pg_bindir: Path | None = Field(default=None, description="PostgreSQL binaries; unset = newest found")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(default=None, description="base URL in links; unset = from the request")
+
+    #: Postgres statement timeout for API queries (ms): one request cannot exhaust the server.
+    statement_timeout_ms: int = 15000
+    pool_size: int = 8
+
+    #: Spatial pipeline tolerances (metres) and the small-piece threshold (亩).
+    snap_tolerance_m: float = 30.0
+    attach_tolerance_m: float = 5.0
+    small_piece_mu: float = 1.0
+    overlap_tolerance_m2: float = 1.0
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.data_dir / "pg"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,92 @@
+"""Test fixtures: a real PostGIS, never a mock.
+
+With ``DATABASE_URL`` set, tests create their databases on that server (the role needs
+CREATEDB). Otherwise one throwaway embedded cluster is started for the session. Each test that
+asks for ``db_url`` gets a fresh database cloned from a migrated template (a file copy: fast).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app import db
+from app.embedded import EmbeddedCluster
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "real"
+ARTIFACTS = REPO / "tests" / "_artifacts"
+TEMPLATE = "mujun_test_template"
+
+
+def _with_db(url: str, name: str) -> str:
+    return str(sa.make_url(url).set(database=name).render_as_string(hide_password=False))
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    """URL of a maintenance database on the test server (embedded, throwaway, unless DATABASE_URL)."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        url = db.database_url()
+        yield _with_db(url, "postgres")
+        return
+    cluster = EmbeddedCluster(Path(tempfile.mkdtemp(prefix="mujun-test-")), durable=False)
+    cluster.ensure_running()
+    yield _with_db(cluster.url(), "postgres")
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def _template(pg_admin_url):
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{TEMPLATE}"'))
+    url = _with_db(pg_admin_url, TEMPLATE)
+    eng = sa.create_engine(url)
+    with eng.begin() as conn:
+        conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
+    eng.dispose()
+    db.upgrade(url)
+    yield admin
+    admin.dispose()
+
+
+@pytest.fixture
+def db_url(_template, pg_admin_url):
+    """A fresh, migrated database for one test; dropped afterwards."""
+    name = f"mujun_t_{uuid.uuid4().hex[:10]}"
+    with _template.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+    url = _with_db(pg_admin_url, name)
+    yield url
+    db._cached_engine.cache_clear()
+    with _template.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def empty_db_url(pg_admin_url):
+    """A fresh database with PostGIS but no schema (for migration tests)."""
+    admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    name = f"mujun_e_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = _with_db(pg_admin_url, name)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests save what a person may want to look at (screenshots, reports)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
