@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app import db
+from app.api import ROUTERS
+from app.auth import KeyResolver
 from app.settings import Settings, get_settings
 
 
@@ -31,6 +33,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
         db.ensure_schema(url)
         app.state.engine = db.make_engine(url, pool_size=settings.pool_size,
                                           statement_timeout_ms=settings.statement_timeout_ms)
+        app.state.keys = KeyResolver(app.state.engine, settings.anonymous_role)
         try:
             yield
         finally:
@@ -78,4 +81,6 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
             "schema_head": db.head_revision(),
         }
 
+    for router in ROUTERS:
+        app.include_router(router)
     return app

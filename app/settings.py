@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str | None = Field(default=None, description="base URL in links; unset = from the request")
 
+    #: What callers without an API key get: ``public`` (geometry and tiers) or ``none``.
+    anonymous_role: str = "public"
+    #: Items paging: QGIS reads both from the OpenAPI document.
+    default_limit: int = 1000
+    max_limit: int = 10000
+    #: Largest bbox (degrees², ~ 50 km × 50 km) one items request may ask for without paging by key.
+    max_bbox_deg2: float = 1.0
+
     #: Postgres statement timeout for API queries (ms): one request cannot exhaust the server.
     statement_timeout_ms: int = 15000
     pool_size: int = 8

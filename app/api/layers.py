@@ -1,0 +1,181 @@
+"""The layers mujun serves, defined once: features, tiles, exports and styles all read this.
+
+Each :class:`Layer` says where its rows come from (SQL over the tables and the evaluation run
+being shown), its stable feature id, its geometry, which township a row belongs to (for
+region-scoped keys), and its properties with their types and the role needed to see them
+(see :mod:`app.auth`). Declaring the property schema here is what lets QGIS get the right
+field types without guessing from the first features.
+
+Every ``from_sql`` takes the bind parameter ``:run_id`` — the evaluation run whose grades are
+shown (see :func:`current_run_sql`); rows without a rating in that run still appear, ungraded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Prop:
+    name: str
+    sql: str
+    type: str  # JSON Schema type: string | number | integer | boolean
+    level: str = "public"  # the least role that sees it: public | viewer | analyst
+    title: str = ""
+    filterable: bool = False  # usable as a query parameter / in CQL2 and as a queryable
+
+
+@dataclass(frozen=True)
+class Layer:
+    id: str
+    title: str
+    description: str
+    from_sql: str
+    id_sql: str
+    geom_sql: str
+    township_sql: str
+    geometry_type: str
+    properties: tuple[Prop, ...] = field(default_factory=tuple)
+    #: Default ordering and keyset column (unique, indexed in the base table).
+    key_sql: str = ""
+    #: Rows the layer shows beyond its join (e.g. de-facto land is the non-registered land).
+    where_sql: str = "TRUE"
+
+    def prop(self, name: str) -> Prop:
+        for p in self.properties:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def visible(self, role_sees) -> list[Prop]:
+        """Properties a principal may see: ``role_sees(level) -> bool``."""
+        return [p for p in self.properties if role_sees(p.level)]
+
+
+def current_run_sql(year_param: str = "year") -> str:
+    """The run shown for a year: the latest published one, else the latest finished draft.
+
+    With ``:year`` NULL, the newest year that has a run.
+    """
+    return f"""
+        SELECT id FROM evaluation_runs
+        WHERE status IN ('published', 'draft')
+          AND (CAST(:{year_param} AS integer) IS NULL OR year = CAST(:{year_param} AS integer))
+        ORDER BY year DESC, (status = 'published') DESC, id DESC
+        LIMIT 1"""
+
+
+_RATING_PROPS = (
+    Prop("run_id", "r.run_id", "integer", title="评价批次"),
+    Prop("grade", "r.grade", "string", title="等级", filterable=True),
+    Prop("colour", "r.colour", "string", title="预警颜色", filterable=True),
+    Prop("industry_group", "r.industry_group", "string", title="行业组", filterable=True),
+    Prop("list_name", "r.list_name", "string", "viewer", "评价名单", filterable=True),
+    Prop("score", "r.score", "number", "viewer", "综合得分"),
+    Prop("rank", "r.rank", "integer", "viewer", "排名"),
+    Prop("percentile", "r.percentile", "number", "viewer", "排名百分位"),
+    Prop("tax_per_mu", "r.tax_per_mu", "number", "analyst", "亩均税收(万元/亩)", filterable=True),
+)
+
+PARCELS = Layer(
+    id="parcels",
+    title="宗地 Parcels",
+    description="Industrial land (registered parcels and de-facto land) with its 宗地等级 (parcel grade).",
+    from_sql="parcels p LEFT JOIN parcel_ratings r ON r.identity_code = p.identity_code AND r.run_id = :run_id",
+    id_sql="p.identity_code",
+    geom_sql="p.geom",
+    township_sql="p.township",
+    geometry_type="MultiPolygon",
+    key_sql="p.identity_code",
+    properties=(
+        Prop("identity_code", "p.identity_code", "string", title="宗地身份码", filterable=True),
+        Prop("kind", "p.kind", "string", title="用地类型", filterable=True),
+        Prop("parcel_code", "p.parcel_code", "string", title="宗地代码", filterable=True),
+        Prop("township", "p.township", "string", title="镇街", filterable=True),
+        Prop("land_use", "p.land_use", "string", title="用途"),
+        Prop("area_m2", "round(p.area_m2::numeric, 2)::float8", "number", title="面积(平方米)"),
+        Prop("area_mu", "round(p.area_mu::numeric, 3)::float8", "number", title="面积(亩)", filterable=True),
+        Prop("idle", "coalesce(r.idle, false)", "boolean", title="闲置", filterable=True),
+        *_RATING_PROPS,
+        Prop("owner_uscc", "p.owner_uscc", "string", "viewer", "权利人统一社会信用代码", filterable=True),
+        Prop("owner_name", "p.owner_name", "string", "viewer", "权利人"),
+        Prop("low_yield_years", "r.low_yield_years", "integer", "viewer", "连续低效年数"),
+    ),
+)
+
+DEFACTO = Layer(
+    id="defacto",
+    title="事实用地 De-facto land",
+    description="Land used by an enterprise without registration: independent, or attached to a registered parcel.",
+    from_sql=PARCELS.from_sql,
+    id_sql="p.identity_code",
+    geom_sql="p.geom",
+    township_sql="p.township",
+    geometry_type="MultiPolygon",
+    key_sql="p.identity_code",
+    where_sql="p.kind <> 'registered'",
+    properties=(
+        Prop("identity_code", "p.identity_code", "string", title="宗地身份码", filterable=True),
+        Prop("kind", "p.kind", "string", title="用地类型", filterable=True),
+        Prop("parent_identity_code", "p.parent_identity_code", "string", title="关联宗地身份码"),
+        Prop("parcel_code", "p.parcel_code", "string", title="关联宗地代码"),
+        Prop("township", "p.township", "string", title="镇街", filterable=True),
+        Prop("area_mu", "round(p.area_mu::numeric, 3)::float8", "number", title="面积(亩)"),
+        Prop("grade", "r.grade", "string", title="等级", filterable=True),
+        Prop("colour", "r.colour", "string", title="预警颜色", filterable=True),
+        Prop("user_uscc", "p.user_uscc", "string", "viewer", "使用企业统一社会信用代码"),
+    ),
+)
+
+ENTERPRISES = Layer(
+    id="enterprises",
+    title="企业 Enterprises",
+    description="Enterprise locations with their 经营主体等级 (enterprise grade, all their land merged).",
+    from_sql="enterprises e LEFT JOIN enterprise_ratings r ON r.uscc = e.uscc AND r.run_id = :run_id "
+             "LEFT JOIN enterprise_land el ON el.uscc = e.uscc",
+    id_sql="e.uscc",
+    geom_sql="e.geom",
+    township_sql="e.township",
+    geometry_type="Point",
+    key_sql="e.uscc",
+    where_sql="e.geom IS NOT NULL",
+    properties=(
+        # USCC is a public registry identifier (printed on every business licence).
+        Prop("uscc", "e.uscc", "string", title="统一社会信用代码", filterable=True),
+        Prop("industry_code", "e.industry_code", "string", title="行业代码", filterable=True),
+        Prop("scale", "e.scale", "string", title="规模", filterable=True),
+        Prop("township", "e.township", "string", title="镇街", filterable=True),
+        *_RATING_PROPS,
+        Prop("name", "e.name", "string", "viewer", "企业名称", filterable=True),
+        Prop("land_class", "el.land_class", "string", "viewer", "用地类别", filterable=True),
+        Prop("land_area_mu", "round(el.land_area_mu::numeric, 3)::float8", "number", "viewer", "用地面积(亩)"),
+        Prop("consecutive_d_years", "r.consecutive_d_years", "integer", "viewer", "连续D档年数"),
+        Prop("electricity_surcharge_yuan", "r.electricity_surcharge_yuan", "number", "analyst", "差别电价(元)"),
+    ),
+)
+
+SUBLOTS = Layer(
+    id="sublots",
+    title="分割地块 Sub-lots",
+    description="Each occupant's part of a shared parcel (多企共地分割), with the occupant's enterprise grade.",
+    from_sql="sublots s JOIN parcels p ON p.identity_code = s.identity_code "
+             "LEFT JOIN enterprise_ratings r ON r.uscc = s.uscc AND r.run_id = :run_id "
+             "LEFT JOIN enterprises e ON e.uscc = s.uscc",
+    id_sql="s.identity_code || '/' || s.uscc",
+    geom_sql="s.geom",
+    township_sql="p.township",
+    geometry_type="MultiPolygon",
+    key_sql="(s.identity_code || '/' || s.uscc)",
+    properties=(
+        Prop("identity_code", "s.identity_code", "string", title="宗地身份码", filterable=True),
+        Prop("uscc", "s.uscc", "string", title="统一社会信用代码", filterable=True),
+        Prop("township", "p.township", "string", title="镇街", filterable=True),
+        Prop("share", "round(s.share::numeric, 4)::float8", "number", title="面积占比"),
+        Prop("area_mu", "round((s.area_m2 / (10000.0 / 15))::numeric, 3)::float8", "number", title="面积(亩)"),
+        Prop("grade", "r.grade", "string", title="企业等级", filterable=True),
+        Prop("colour", "r.colour", "string", title="预警颜色", filterable=True),
+        Prop("name", "e.name", "string", "viewer", "企业名称"),
+    ),
+)
+
+LAYERS: dict[str, Layer] = {layer.id: layer for layer in (PARCELS, ENTERPRISES, SUBLOTS, DEFACTO)}
