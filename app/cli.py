@@ -122,8 +122,267 @@ def serve(host: str = typer.Option(None, help="default MUJUN_HOST or 127.0.0.1")
 def _print_endpoints(host: str, port: int) -> None:
     base = f"http://{host}:{port}"
     console.print(f"[bold]mujun[/] serving on {base}")
-    console.print(f"  health        {base}/healthz")
+    console.print(f"  map           {base}/map")
     console.print(f"  API docs      {base}/docs")
+    console.print(f"  QGIS          Layer ▸ Add WFS / OGC API Features layer ▸ URL {base}  (OGC API - Features)")
+    console.print(f"  health        {base}/healthz")
+
+
+# -- data in ------------------------------------------------------------------------------------
+@cli.command()
+def sample(out: Path = typer.Option(..., help="directory to write the bundle to"),
+           seed: int = typer.Option(42, help="same seed, same content"),
+           parcels: int = typer.Option(2000, help="number of parcels (500000 ≈ a province)"),
+           fmt: str = typer.Option("county", "--format",
+                                   help="county (Shapefile GBK + XLSX + CSV, as counties deliver) | gpkg | parquet")) -> None:
+    """Generate a realistic import bundle for a fictional county (or a province)."""
+    from app.sample import write_sample_bundle
+
+    with _progress_bar() as bar:
+        task = bar.add_task("generating", total=None)
+        summary = write_sample_bundle(out, seed=seed, parcels=parcels, fmt=fmt,
+                                      progress=lambda *a: bar.update(task, description=str(a[0])))
+    console.print(f"sample bundle written to {out}")
+    for k, v in summary.items():
+        if isinstance(v, (int, float, str)):
+            console.print(f"  {k}: {v}")
+
+
+@cli.command("import")
+def import_(bundle: Path = typer.Argument(..., exists=True, help="bundle directory (see data/README.md)"),
+            crs: str = typer.Option(None, help="CRS for layers that lack one, e.g. EPSG:4549")) -> None:
+    """Import a county's bundle: all valid rows land together, rejected rows are listed."""
+    from app.ingest import import_bundle
+    from spatial.io import BundleError
+
+    url = ready_url()
+    with _progress_bar() as bar:
+        task = bar.add_task("reading", total=None)
+
+        def progress(role, done=0, total=0):
+            bar.update(task, description=f"{role}", completed=done, total=total or None)
+
+        try:
+            report = import_bundle(db.engine(), bundle, crs=crs, progress=progress)
+        except BundleError as exc:
+            bar.stop()
+            fail(f"{exc}\nNothing was imported.", code=2)
+    _print_import(report)
+    if report.errors:
+        raise typer.Exit(3)
+
+
+def _print_import(report) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"import batch {report.batch_id}")
+    for col in ("table", "inserted", "updated", "unchanged"):
+        table.add_column(col, justify="left" if col == "table" else "right")
+    for name, c in report.counts.items():
+        if name != "rejects":
+            table.add_row(name, str(c["inserted"]), str(c["updated"]), str(c["unchanged"]))
+    Console().print(table)
+    print(f"rejected rows: {report.errors}; warnings: {report.warnings}; report: {report.report_path}")
+    if report.errors:
+        worst = report.rejects[report.rejects["severity"] == "error"].head(10)
+        for r in worst.itertuples():
+            print(f"  {r.file} row {r.row} [{r.field}]: {r.reason}")
+
+
+@cli.command()
+def match(rule: str = typer.Option("equal", help="split rule when no lease or building gives shares")) -> None:
+    """地企对应: match enterprises to land, split shared lots, merge and apportion."""
+    from app.pipeline import run_matching
+
+    ready_url()
+    with _progress_bar() as bar:
+        task = bar.add_task("matching", total=None)
+        report = run_matching(db.engine(), rule=rule, progress=lambda step: bar.update(task, description=step))
+    print(f"links: {report.links}; sub-lots: {report.sublots}; enterprises with land: "
+          f"{report.enterprises_with_land}; parcel-year metric rows: {report.parcel_metric_rows}")
+    print("data quality: " + ", ".join(f"{k} {v}" for k, v in report.quality.items())
+          + f" (details: {report.report_path})")
+    print("seconds: " + ", ".join(f"{k} {v}" for k, v in report.seconds.items()))
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+@cli.command("evaluate")
+def evaluate_(year: int = typer.Option(..., help="evaluation year"),
+              scheme: str = typer.Option("zhejiang_default", help="preset name (`mujun schemes`) or YAML path"),
+              publish: bool = typer.Option(False, help="publish the run right away"),
+              force: bool = typer.Option(False, help="re-run even if an identical run exists")) -> None:
+    """Rate enterprises and parcels for a year (a new, immutable run)."""
+    from app.evaluation import evaluate_year
+    from scoring import SchemeError
+
+    ready_url()
+    with _progress_bar() as bar:
+        task = bar.add_task("evaluating", total=None)
+        try:
+            report = evaluate_year(db.engine(), year, scheme, publish=publish, force=force,
+                                   progress=lambda t: bar.update(task, description=t))
+        except (SchemeError, ValueError, FileNotFoundError) as exc:
+            bar.stop()
+            fail(str(exc))
+    verb = "same inputs as" if report.reused else "created"
+    print(f"{verb} run {report.run_id} ({report.scheme}, {report.year}); run hash {report.run_hash[:16]}")
+    for kind in ("enterprises", "parcels"):
+        print(f"  {kind}: " + ", ".join(f"{g} {n}" for g, n in report.grades.get(kind, {}).items()))
+
+
+@cli.command()
+def runs() -> None:
+    """List evaluation runs."""
+    import sqlalchemy as sa
+
+    ready_url()
+    with db.engine().connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT id, year, scheme_name, scheme_version, status, left(run_hash, 12), created_at::timestamp(0) "
+            "FROM evaluation_runs ORDER BY id")).all()
+    for r in rows:
+        print(f"{r[0]:>5}  {r[1]}  {r[2]} {r[3]:<8} {r[4]:<11} {r[5]}  {r[6]}")
+    if not rows:
+        print("no runs yet: `mujun evaluate --year YEAR`")
+
+
+@cli.command()
+def publish(run: int = typer.Argument(..., help="run id (`mujun runs`)")) -> None:
+    """Publish a run: it becomes the one shown for its year."""
+    from app.evaluation import publish_run
+
+    ready_url()
+    try:
+        publish_run(db.engine(), run)
+    except ValueError as exc:
+        fail(str(exc))
+    print(f"run {run} published")
+
+
+@cli.command()
+def schemes(validate: list[Path] = typer.Argument(None, help="scheme YAML files to validate")) -> None:
+    """List the preset evaluation schemes, or validate scheme files."""
+    from scoring import SchemeError, list_presets, load_scheme
+
+    if validate:
+        bad = 0
+        for path in validate:
+            try:
+                s = load_scheme(path)
+                print(f"ok  {path}: {s.name} {s.version}")
+            except SchemeError as exc:
+                bad += 1
+                print(f"bad {exc}")
+        raise typer.Exit(1 if bad else 0)
+    for name in list_presets():
+        s = load_scheme(name)
+        print(f"{name:<18} {s.version:<8} {s.title}")
+
+
+@cli.command()
+def explain(code: str = typer.Argument(..., help="USCC (enterprise) or 宗地身份码 / 宗地代码 (parcel)"),
+            year: int = typer.Option(None, help="default: the newest year with a run")) -> None:
+    """Explain a grade in plain Chinese: indicators, baselines, points, rank, rules fired."""
+    import sqlalchemy as sa
+
+    from app.api.layers import current_run_sql
+    from scoring import explain_text
+
+    ready_url()
+    with db.engine().connect() as conn:
+        run_id = conn.execute(sa.text(current_run_sql()), {"year": year}).scalar()
+        if run_id is None:
+            fail("no evaluation run yet: `mujun evaluate --year YEAR`")
+        row = conn.execute(sa.text(
+            "SELECT 'enterprise', uscc, grade, explanation FROM enterprise_ratings WHERE run_id = :r AND uscc = :c "
+            "UNION ALL SELECT 'parcel', r.identity_code, r.grade, r.explanation FROM parcel_ratings r "
+            "JOIN parcels p ON p.identity_code = r.identity_code "
+            "WHERE r.run_id = :r AND (r.identity_code = :c OR (p.parcel_code = :c AND p.kind = 'registered'))"),
+            {"r": run_id, "c": code.strip().upper() if len(code.strip()) == 18 else code.strip()}).first()
+    if row is None:
+        fail(f"{code} has no rating in run {run_id}")
+    print(f"{row[0]} {row[1]}: {row[2] or '未评'} (run {run_id})")
+    print(row[3].get("text") or explain_text(row[3]))
+
+
+# -- data out ------------------------------------------------------------------------------------
+@cli.command()
+def export(what: str = typer.Argument(..., help="links | parcels | enterprises | sublots | rejects"),
+           out: Path = typer.Option(..., help="file: .csv, .xlsx (Chinese headers) or .gpkg")) -> None:
+    """Export a table for analysts (Excel) and GIS users (GeoPackage)."""
+    from app.export import export_table
+
+    ready_url()
+    try:
+        n = export_table(db.engine(), what, out)
+    except ValueError as exc:
+        fail(str(exc))
+    print(f"{n} rows written to {out}")
+
+
+keys_cli = typer.Typer(help="API keys (roles: public, viewer, analyst, admin; optional township scope).",
+                       no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+
+@keys_cli.command("create")
+def keys_create(role: str = typer.Option(..., help="public | viewer | analyst | admin"),
+                region: str = typer.Option(None, help="township (镇街) the key is limited to; default county-wide"),
+                name: str = typer.Option("key", help="who or what the key is for")) -> None:
+    """Create an API key; it is printed once and stored only as a hash."""
+    from app.auth import create_key
+
+    ready_url()
+    try:
+        with db.engine().begin() as conn:
+            key = create_key(conn, name, role, region)
+            db.audit(conn, "cli", "keys.create", "api_keys", name, {"role": role, "region": region})
+    except ValueError as exc:
+        fail(str(exc))
+    print(key)
+
+
+# -- the demo ------------------------------------------------------------------------------------
+@cli.command()
+def demo(port: int = typer.Option(None, help="default MUJUN_PORT or 8000"),
+         host: str = typer.Option(None, help="default MUJUN_HOST or 127.0.0.1"),
+         serve_: bool = typer.Option(True, "--serve/--no-serve", help="start the server at the end")) -> None:
+    """The whole job on the sample county: generate, import, match, evaluate 3 years, serve."""
+    s = get_settings()
+    bundle = s.data_dir / "sample"
+    if not (bundle / "summary.md").exists():
+        console.rule("1/5 sample county")
+        sample(out=bundle, seed=42, parcels=2000, fmt="county")
+    console.rule("2/5 import")
+    from app.ingest import import_bundle
+
+    ready_url()
+    report = import_bundle(db.engine(), bundle)
+    _print_import(report)
+    console.rule("3/5 match")
+    match(rule="equal")
+    console.rule("4/5 evaluate")
+    import sqlalchemy as sa
+
+    with db.engine().connect() as conn:
+        years = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT year FROM metrics ORDER BY year"))]
+    for y in years:
+        evaluate_(year=y, scheme="zhejiang_default", publish=True, force=False)
+    console.rule("5/5 serve")
+    from app.auth import create_key
+
+    with db.engine().begin() as conn:
+        key = create_key(conn, "demo", "analyst")
+    print(f"an analyst API key for this demo (shown once): {key}")
+    if serve_:
+        serve(host=host, port=port, workers=1)
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
 
 
 def main() -> None:

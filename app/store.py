@@ -7,12 +7,12 @@ Upserts only touch rows whose content changed, so re-importing the same data cha
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 
 import geopandas as gpd
 import numpy as np
+import orjson
 import pandas as pd
 import shapely
 import sqlalchemy as sa
@@ -27,7 +27,8 @@ def _cell(value):
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, default=str)
+        # orjson writes NaN as null (JSONB refuses NaN) and numpy scalars as numbers.
+        return orjson.dumps(value, default=str, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
     if isinstance(value, (np.bool_, bool)):
         return "t" if value else "f"
     if isinstance(value, pd.Timestamp):

@@ -1,0 +1,277 @@
+"""``mujun evaluate``: one year's dual rating (经营主体等级 and 宗地等级) as an immutable run.
+
+Builds the scoring engine's inputs from the database — enterprises with their merged land
+(一企多地合并) and the year's metrics; parcels with everything apportioned to them — runs
+``scoring.evaluate`` for both, adds the multi-year results (consecutive D years, 差别电价 and its
+refund, 低产田) from the runs shown for earlier years, and stores everything under a new run.
+Runs are never overwritten: publishing one makes it the one shown for its year.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from app import db, store
+from app.api.layers import current_run_sql
+from app.models import METRIC_COLUMNS, evaluation_runs
+from scoring import evaluate, explain_text, load_scheme, multiyear_status, run_fingerprint, scheme_hash
+from scoring.scheme import Scheme
+
+_METRICS_SQL = ", ".join(f"m.{c}" for c in METRIC_COLUMNS)
+
+
+@dataclass
+class RunReport:
+    run_id: int
+    year: int
+    scheme: str
+    run_hash: str
+    reused: bool
+    enterprises: int
+    parcels: int
+    grades: dict[str, dict[str, int]]
+
+
+def enterprise_subjects(conn: sa.Connection, year: int) -> pd.DataFrame:
+    """Enterprises with a metrics row for ``year``: merged land, land class, landlord (for tenants)."""
+    return store.read_frame(conn, f"""
+        WITH landlord AS (
+            SELECT DISTINCT ON (t.uscc) t.uscc, l.uscc AS landlord_id
+            FROM land_links t
+            JOIN land_links l ON l.identity_code = t.identity_code AND l.uscc <> t.uscc
+                             AND l.role IN ('landlord', 'owner_occupier')
+            WHERE t.role = 'tenant'
+            ORDER BY t.uscc, t.attributed_area_m2 DESC NULLS LAST, l.uscc)
+        SELECT e.uscc AS subject_id, e.industry_code, e.scale, e.flags, e.founded, e.township,
+               coalesce(el.land_area_mu, 0) AS land_area_mu, coalesce(el.land_class, 'none') AS land_class,
+               coalesce(el.land_class = 'III', false) AS is_tenant, ll.landlord_id, {_METRICS_SQL}
+        FROM enterprises e
+        JOIN metrics m ON m.uscc = e.uscc AND m.year = :year
+        LEFT JOIN enterprise_land el ON el.uscc = e.uscc
+        LEFT JOIN landlord ll ON ll.uscc = e.uscc
+        ORDER BY e.uscc""", {"year": year})
+
+
+def parcel_subjects(conn: sa.Connection, year: int) -> pd.DataFrame:
+    """Every piece of land with the year's apportioned figures; its industry and scale are its
+    main occupant's (largest share); land nobody uses is ``idle`` (闲置)."""
+    return store.read_frame(conn, f"""
+        SELECT p.identity_code AS subject_id, p.area_mu AS land_area_mu, p.township,
+               occ.industry_code, coalesce(occ.scale, '规下') AS scale, (occ.uscc IS NULL) AS idle,
+               {_METRICS_SQL.replace('m.', 'pm.')}
+        FROM parcels p
+        LEFT JOIN parcel_metrics pm ON pm.identity_code = p.identity_code AND pm.year = :year
+        LEFT JOIN LATERAL (
+            SELECT e.uscc, e.industry_code, e.scale FROM land_links l JOIN enterprises e ON e.uscc = l.uscc
+            WHERE l.identity_code = p.identity_code
+            ORDER BY l.share DESC NULLS LAST, l.uscc LIMIT 1) occ ON TRUE
+        ORDER BY p.identity_code""", {"year": year})
+
+
+def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang_default", *,
+                  publish: bool = False, force: bool = False, progress=None) -> RunReport:
+    """Rate enterprises and parcels for ``year`` under a scheme (a preset name or a YAML path).
+
+    The same inputs and scheme give the same ``run_hash`` and the same results; unless
+    ``force``, an existing run with that hash is returned instead of a duplicate.
+
+    >>> report = evaluate_year(db.engine(), 2024, "zhenhai_4", publish=True)   # doctest: +SKIP
+    """
+    sch = scheme if isinstance(scheme, Scheme) else load_scheme(scheme)
+    _progress(progress, "loading inputs")
+    with engine.connect() as conn:
+        ents = enterprise_subjects(conn, year)
+        prev_ents = enterprise_subjects(conn, year - 1)
+        parcels = parcel_subjects(conn, year)
+        prev_parcels = parcel_subjects(conn, year - 1)
+        history = _history(conn, year)
+    if len(ents) == 0:
+        raise ValueError(f"no metrics for {year} in the database: import a bundle with metrics for {year} "
+                         "(`mujun import DIR`), then run `mujun match`")
+    prev_ents = prev_ents if len(prev_ents) else None
+    prev_parcels = prev_parcels if prev_parcels["tax_paid"].notna().any() else None
+    ent_fp = run_fingerprint(ents, sch, year, previous=prev_ents, kind="enterprise")
+    par_fp = run_fingerprint(parcels, sch, year, previous=prev_parcels, kind="parcel")
+    inputs_fp = hashlib.sha256(f"{ent_fp}|{par_fp}|{_history_digest(history)}".encode()).hexdigest()
+    run_hash = hashlib.sha256(f"{scheme_hash(sch)}|{year}|{inputs_fp}".encode()).hexdigest()
+
+    if not force:
+        with engine.connect() as conn:
+            existing = conn.execute(sa.select(evaluation_runs.c.id).where(
+                evaluation_runs.c.run_hash == run_hash, evaluation_runs.c.status.in_(["draft", "published"]))
+                .order_by(evaluation_runs.c.id.desc())).scalar()
+        if existing:
+            if publish:
+                publish_run(engine, existing)
+            return _report(engine, existing, year, sch, run_hash, reused=True)
+
+    _progress(progress, f"scoring {len(ents)} enterprises")
+    ent_out = evaluate(ents, sch, year, previous=prev_ents, kind="enterprise")
+    _progress(progress, f"scoring {len(parcels)} parcels")
+    par_out = evaluate(parcels, sch, year, previous=prev_parcels, kind="parcel")
+    ent_rows = _rating_rows(ent_out, ents, sch)
+    par_rows = _rating_rows(par_out, parcels, sch)
+    ent_rows, par_rows = _multiyear(ent_rows, par_rows, ents, history, sch, year)
+
+    _progress(progress, "storing the run")
+    with engine.begin() as conn:
+        run_id = conn.execute(evaluation_runs.insert().values(
+            year=year, scheme_name=sch.name, scheme_version=str(sch.version), scheme_hash=scheme_hash(sch),
+            inputs_fingerprint=inputs_fp, run_hash=run_hash, status="running",
+            scheme=_scheme_json(sch),
+        ).returning(evaluation_runs.c.id)).scalar_one()
+        store.replace_all(conn, "enterprise_ratings", ent_rows.assign(run_id=run_id), where=f"run_id = {run_id}")
+        store.replace_all(conn, "parcel_ratings", par_rows.assign(run_id=run_id), where=f"run_id = {run_id}")
+        summary = {"enterprises": _grade_counts(ent_rows), "parcels": _grade_counts(par_rows)}
+        conn.execute(evaluation_runs.update().where(evaluation_runs.c.id == run_id).values(
+            status="draft", finished_at=sa.func.now(), summary=summary))
+        db.bump_data_version(conn)
+        db.audit(conn, "cli", "evaluate", "evaluation_runs", str(run_id),
+                 {"year": year, "scheme": sch.name, "run_hash": run_hash})
+    if publish:
+        publish_run(engine, run_id)
+    return _report(engine, run_id, year, sch, run_hash, reused=False)
+
+
+def publish_run(engine: sa.Engine, run_id: int, actor: str = "cli") -> None:
+    """Make a run the one shown for its year; the previously published one is superseded."""
+    with engine.begin() as conn:
+        row = conn.execute(sa.select(evaluation_runs.c.year, evaluation_runs.c.status)
+                           .where(evaluation_runs.c.id == run_id)).first()
+        if row is None:
+            raise ValueError(f"no run {run_id}: `mujun runs` lists them")
+        if row.status not in ("draft", "published"):
+            raise ValueError(f"run {run_id} is {row.status}; only a finished draft can be published")
+        conn.execute(evaluation_runs.update().where(
+            evaluation_runs.c.year == row.year, evaluation_runs.c.status == "published",
+            evaluation_runs.c.id != run_id).values(status="superseded"))
+        conn.execute(evaluation_runs.update().where(evaluation_runs.c.id == run_id)
+                     .values(status="published", published_at=sa.func.now()))
+        db.bump_data_version(conn)
+        db.audit(conn, actor, "publish", "evaluation_runs", str(run_id), {"year": row.year})
+
+
+# -- steps ---------------------------------------------------------------------------------------
+def _progress(progress, text: str) -> None:
+    if progress:
+        progress(text)
+
+
+def _history(conn: sa.Connection, year: int) -> pd.DataFrame:
+    """Grades of earlier years from the run shown for each year (multi-year rules read these)."""
+    years = [r[0] for r in conn.execute(sa.text(
+        "SELECT DISTINCT year FROM evaluation_runs WHERE year < :y AND status IN ('draft','published') ORDER BY year"),
+        {"y": year})]
+    frames = []
+    for y in years:
+        run_id = conn.execute(sa.text(current_run_sql()), {"year": y}).scalar()
+        frames.append(store.read_frame(conn, """
+            SELECT 'E:' || r.uscc AS subject_id, :y AS year, r.grade, r.tax_per_mu, m.electricity_kwh
+            FROM enterprise_ratings r LEFT JOIN metrics m ON m.uscc = r.uscc AND m.year = :y
+            WHERE r.run_id = :run
+            UNION ALL
+            SELECT 'P:' || r.identity_code, :y, r.grade, r.tax_per_mu, NULL
+            FROM parcel_ratings r WHERE r.run_id = :run""", {"y": y, "run": run_id}))
+    cols = ["subject_id", "year", "grade", "tax_per_mu", "electricity_kwh"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def _history_digest(history: pd.DataFrame) -> str:
+    if len(history) == 0:
+        return "-"
+    h = history.sort_values(["subject_id", "year"])
+    return hashlib.sha256(pd.util.hash_pandas_object(h.astype("string"), index=False).to_numpy().tobytes()).hexdigest()
+
+
+def _tax_per_mu(subjects: pd.DataFrame) -> np.ndarray:
+    """亩均税收 (税收还原 included), whatever indicators the scheme uses."""
+    tax = subjects["tax_paid"].astype("float64").fillna(0) + subjects["tax_refund"].astype("float64").fillna(0)
+    tax = tax.where(subjects["tax_paid"].notna())
+    land = subjects["land_area_mu"].astype("float64")
+    return (tax / land.where(land > 0)).to_numpy(dtype=float, na_value=np.nan)
+
+
+def _rating_rows(out: pd.DataFrame, subjects: pd.DataFrame, sch: Scheme) -> pd.DataFrame:
+    keys = [ind.key for lst in sch.lists for ind in lst.indicators]
+    keys = list(dict.fromkeys(k for k in keys if k in out.columns))
+    indicators = out[keys].astype("float64").round(6).to_dict("records") if keys else [{}] * len(out)
+    explanations = out["explanation"].tolist() if "explanation" in out.columns else [{}] * len(out)
+    for e in explanations:
+        if isinstance(e, dict) and e:
+            e["text"] = explain_text(e)
+    rows = pd.DataFrame({
+        "subject_id": out["subject_id"].to_numpy(),
+        "list_name": out["list_name"].to_numpy(),
+        "industry_group": out["group"].to_numpy(),
+        "evaluated": out["evaluated"].astype(bool).to_numpy(),
+        "excluded_reason": out["excluded_reason"].to_numpy(),
+        "score": out["score"].astype("float64").to_numpy(),
+        "rank": out["rank"].astype("Int64").to_numpy(),
+        "percentile": out["percentile"].astype("float64").to_numpy(),
+        "band_grade": out["band_grade"].to_numpy(),
+        "grade": out["grade"].to_numpy(),
+        "colour": out["colour"].to_numpy(),
+        "tax_per_mu": _tax_per_mu(subjects.set_index("subject_id").loc[out["subject_id"]].reset_index()),
+        "indicators": indicators,
+        "adjustments": out["adjustments"].tolist(),
+        "explanation": explanations,
+        "land_area_mu": subjects.set_index("subject_id").loc[out["subject_id"], "land_area_mu"].to_numpy(dtype=float),
+    })
+    idle = subjects.set_index("subject_id").reindex(out["subject_id"]).get("idle")
+    rows["idle"] = idle.fillna(False).astype(bool).to_numpy() if idle is not None else False
+    rows["warnings"] = [[] for _ in range(len(rows))]
+    return rows
+
+
+def _multiyear(ent_rows: pd.DataFrame, par_rows: pd.DataFrame, ents: pd.DataFrame, history: pd.DataFrame,
+               sch: Scheme, year: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Consecutive D years, 差别电价 and refunds for enterprises; 低产田 years for parcels."""
+    if sch.multiyear is None:
+        return (ent_rows.rename(columns={"subject_id": "uscc"}),
+                par_rows.rename(columns={"subject_id": "identity_code"}))
+    kwh = ents.set_index("subject_id")["electricity_kwh"]
+    now = pd.concat([
+        pd.DataFrame({"subject_id": "E:" + ent_rows["subject_id"].astype(str), "year": year,
+                      "grade": ent_rows["grade"], "tax_per_mu": ent_rows["tax_per_mu"],
+                      "electricity_kwh": kwh.reindex(ent_rows["subject_id"]).to_numpy()}),
+        pd.DataFrame({"subject_id": "P:" + par_rows["subject_id"].astype(str), "year": year,
+                      "grade": par_rows["grade"], "tax_per_mu": par_rows["tax_per_mu"], "electricity_kwh": np.nan}),
+    ], ignore_index=True)
+    full = pd.concat([history.astype({"year": "int64"}), now], ignore_index=True)
+    full["grade"] = full["grade"].astype("string").fillna("")
+    status = multiyear_status(full, sch)
+    cur = status[status["year"] == year].set_index("subject_id")
+    e = cur.reindex("E:" + ent_rows["subject_id"].astype(str))
+    ent_rows = ent_rows.assign(
+        consecutive_d_years=e["d_years"].to_numpy(),
+        electricity_surcharge_yuan=(e["charge_wan"] * 1e4).round(2).to_numpy(),
+        electricity_refund_yuan=(e["refund_wan"] * 1e4).round(2).to_numpy(),
+    )
+    ent_rows["warnings"] = [
+        (["连续两年及以上D档：重点整治对象"] if bool(k) else []) for k in e["key_target"].fillna(False)]
+    p = cur.reindex("P:" + par_rows["subject_id"].astype(str))
+    if "low_yield_years" in p.columns:
+        par_rows = par_rows.assign(low_yield_years=p["low_yield_years"].to_numpy())
+        par_rows["warnings"] = [(["低产田"] if bool(x) else []) for x in p["low_yield"].fillna(False)]
+    return ent_rows.rename(columns={"subject_id": "uscc"}), par_rows.rename(columns={"subject_id": "identity_code"})
+
+
+def _grade_counts(rows: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(v) for k, v in rows["grade"].fillna("未评").value_counts().sort_index().items()}
+
+
+def _scheme_json(sch: Scheme) -> dict:
+    return sch.model_dump(mode="json", by_alias=True)
+
+
+def _report(engine: sa.Engine, run_id: int, year: int, sch: Scheme, run_hash: str, reused: bool) -> RunReport:
+    with engine.connect() as conn:
+        summary = conn.execute(sa.select(evaluation_runs.c.summary).where(evaluation_runs.c.id == run_id)).scalar_one()
+    return RunReport(run_id, year, sch.name, run_hash, reused,
+                     sum(summary.get("enterprises", {}).values()), sum(summary.get("parcels", {}).values()),
+                     summary)
