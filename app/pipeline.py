@@ -103,6 +103,10 @@ def run_matching(engine: sa.Engine, *, rule: str = "equal", settings: Settings |
     step("sublots")
     ent_land = enterprise_land(links, land_m)
     parcel_metrics = apportion_metrics(data["metrics"], links) if len(data["metrics"]) else pd.DataFrame()
+    # Figures of enterprises with no land come back with no identity code (totals conserved);
+    # they are in the quality report's "no land" list, and belong to no parcel.
+    landless = parcel_metrics["identity_code"].isna() if len(parcel_metrics) else pd.Series(dtype=bool)
+    parcel_metrics = parcel_metrics[~landless] if len(parcel_metrics) else parcel_metrics
     step("apportion")
     quality = land_quality_report(land_m, ent_m, links)
     step("quality")

@@ -36,7 +36,8 @@ def _cell(value):
     return value
 
 
-def _prepared_columns(df: pd.DataFrame, columns: Sequence[str], geom_col: str | None) -> list[Iterable]:
+def _prepared_columns(table: str, df: pd.DataFrame, columns: Sequence[str], geom_col: str | None) -> list[Iterable]:
+    types = {c.name: c.type for c in metadata.tables[table].columns}
     out = []
     for col in columns:
         if col == geom_col:
@@ -47,8 +48,13 @@ def _prepared_columns(df: pd.DataFrame, columns: Sequence[str], geom_col: str | 
                 g = shapely.set_srid(geoms[present], SRID)
                 hexed[present] = shapely.to_wkb(g, hex=True, include_srid=True)
             out.append(hexed)
+        elif col not in df.columns:
+            out.append([None] * len(df))
+        elif isinstance(types.get(col), sa.Integer):
+            # pandas turns integer columns with gaps into floats; the database wants "3", not "3.0".
+            out.append(pd.array(pd.to_numeric(df[col], errors="coerce").round(), dtype="Int64").tolist())
         else:
-            out.append(df[col].tolist() if col in df.columns else [None] * len(df))
+            out.append(df[col].tolist())
     return out
 
 
@@ -60,7 +66,7 @@ def copy_into_temp(conn: sa.Connection, table: str, df: pd.DataFrame, columns: S
     conn.execute(sa.text(
         f"CREATE TEMP TABLE {tmp} ON COMMIT DROP AS SELECT {', '.join(columns)} FROM {table} WITH NO DATA"))
     raw = conn.connection.driver_connection
-    cols = _prepared_columns(df, columns, geom_col)
+    cols = _prepared_columns(table, df, columns, geom_col)
     with raw.cursor() as cur:
         with cur.copy(f"COPY {tmp} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in zip(*cols):

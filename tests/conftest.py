@@ -90,3 +90,41 @@ def artifacts() -> Path:
     """Where tests save what a person may want to look at (screenshots, reports)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def county_bundle(tmp_path_factory) -> Path:
+    """The sample county (seed 42, 2,000 parcels) written as a county delivers it."""
+    from app.sample import write_sample_bundle
+
+    out = tmp_path_factory.mktemp("county") / "bundle"
+    write_sample_bundle(out, seed=42, parcels=2000, fmt="county")
+    return out
+
+
+@pytest.fixture(scope="session")
+def county_db_url(_template, pg_admin_url, county_bundle, tmp_path_factory) -> str:
+    """A database with the sample county imported, matched and evaluated for every year
+    (zhejiang_default, each run published). Shared by the session: tests must only read it."""
+    from app.evaluation import evaluate_year
+    from app.ingest import import_bundle
+    from app.pipeline import run_matching
+    from app.settings import Settings
+
+    name = "mujun_county"
+    with _template.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"'))
+    url = _with_db(pg_admin_url, name)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("county_var"), database_url=url)
+    eng = sa.create_engine(url)
+    import_bundle(eng, county_bundle, settings=settings)
+    run_matching(eng, settings=settings)
+    with eng.connect() as conn:
+        years = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT year FROM metrics ORDER BY year"))]
+    for year in years:
+        evaluate_year(eng, year, "zhejiang_default", publish=True)
+    eng.dispose()
+    yield url
+    with _template.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
