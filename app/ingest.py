@@ -218,7 +218,7 @@ def _load_tables(conn: sa.Connection, bundle: Bundle, land: gpd.GeoDataFrame, pr
     if "attrs" not in land_rows.columns:
         land_rows["attrs"] = [{}] * len(land_rows)
     land_rows["attrs"] = [a if isinstance(a, dict) else {} for a in land_rows["attrs"]]
-    cols = ["identity_code", "kind", "parcel_code", "parent_identity_code", "owner_uscc", "owner_name",
+    cols = ["identity_code", "kind", "parcel_code", "source_parcel_code", "parent_identity_code", "owner_uscc", "owner_name",
             "user_uscc", "land_use", "township", "registered_area_m2", "area_m2", "area_mu", "note", "attrs"]
     land_rows = gpd.GeoDataFrame(_frame(land_rows, cols), geometry=land_rows.geometry.values, crs=SRID)
     _step(progress, "parcels")

@@ -92,6 +92,7 @@ parcels = sa.Table(
     sa.Column("identity_code", sa.Text, primary_key=True, comment="宗地身份码"),
     sa.Column("kind", sa.Text, nullable=False, comment="registered | defacto | defacto_attached"),
     sa.Column("parcel_code", sa.Text, index=True, comment="宗地代码 (own, or the parent's for attached land)"),
+    sa.Column("source_parcel_code", sa.Text, index=True, comment="the 宗地代码 an unregistered cadastre row came with"),
     sa.Column("parent_identity_code", sa.Text, comment="attached de-facto land: its registered parcel"),
     sa.Column("owner_uscc", sa.Text, index=True, comment="权利人统一社会信用代码"),
     sa.Column("owner_name", sa.Text),

@@ -41,8 +41,8 @@ class MatchReport:
 def load_inputs(conn: sa.Connection) -> dict[str, pd.DataFrame]:
     """Everything the pipeline reads, in EPSG:4490 as stored."""
     land = store.read_frame(conn, """
-        SELECT identity_code, kind, parcel_code, parent_identity_code, owner_uscc, owner_name,
-               user_uscc, township, land_use, area_m2, area_mu, ST_AsBinary(geom) AS geom
+        SELECT identity_code, kind, parcel_code, source_parcel_code, parent_identity_code, owner_uscc,
+               owner_name, user_uscc, township, land_use, area_m2, area_mu, ST_AsBinary(geom) AS geom
         FROM parcels ORDER BY identity_code""", geom_col="geom")
     enterprises = store.read_frame(conn, """
         SELECT uscc, name, industry_code, scale, township, flags, ST_AsBinary(geom) AS geom
@@ -96,6 +96,8 @@ def run_matching(engine: sa.Engine, *, rule: str = "equal", settings: Settings |
 
     links = match_enterprises(land_m, ent_m, buildings=bld_m, leases=leases, corrections=corrections,
                               snap_tolerance_m=settings.snap_tolerance_m)
+    not_applied = {"unplaced_leases": links.attrs.get("unplaced_leases", pd.DataFrame()),
+                   "unapplied_corrections": links.attrs.get("unapplied_corrections", pd.DataFrame())}
     step("match")
     links = split_shares(links, land_m, buildings=bld_m, leases=leases, rule=rule)
     step("split")
@@ -108,7 +110,7 @@ def run_matching(engine: sa.Engine, *, rule: str = "equal", settings: Settings |
     landless = parcel_metrics["identity_code"].isna() if len(parcel_metrics) else pd.Series(dtype=bool)
     parcel_metrics = parcel_metrics[~landless] if len(parcel_metrics) else parcel_metrics
     step("apportion")
-    quality = land_quality_report(land_m, ent_m, links)
+    quality = land_quality_report(land_m, ent_m, links) | not_applied
     step("quality")
 
     subs = subs.to_crs(SRID)

@@ -223,6 +223,7 @@ def upgrade() -> None:
     sa.Column('identity_code', sa.Text(), nullable=False, comment='宗地身份码'),
     sa.Column('kind', sa.Text(), nullable=False, comment='registered | defacto | defacto_attached'),
     sa.Column('parcel_code', sa.Text(), nullable=True, comment="宗地代码 (own, or the parent's for attached land)"),
+    sa.Column('source_parcel_code', sa.Text(), nullable=True, comment='the 宗地代码 an unregistered cadastre row came with'),
     sa.Column('parent_identity_code', sa.Text(), nullable=True, comment='attached de-facto land: its registered parcel'),
     sa.Column('owner_uscc', sa.Text(), nullable=True, comment='权利人统一社会信用代码'),
     sa.Column('owner_name', sa.Text(), nullable=True),
@@ -244,6 +245,7 @@ def upgrade() -> None:
     op.create_geospatial_index('idx_parcels_geom', 'parcels', ['geom'], unique=False, postgresql_using='gist', postgresql_ops={})
     op.create_index(op.f('ix_parcels_owner_uscc'), 'parcels', ['owner_uscc'], unique=False)
     op.create_index(op.f('ix_parcels_parcel_code'), 'parcels', ['parcel_code'], unique=False)
+    op.create_index(op.f('ix_parcels_source_parcel_code'), 'parcels', ['source_parcel_code'], unique=False)
     op.create_index(op.f('ix_parcels_township'), 'parcels', ['township'], unique=False)
     op.create_table('land_links',
     sa.Column('identity_code', sa.Text(), nullable=False),
@@ -320,6 +322,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_land_links_uscc'), table_name='land_links')
     op.drop_table('land_links')
     op.drop_index(op.f('ix_parcels_township'), table_name='parcels')
+    op.drop_index(op.f('ix_parcels_source_parcel_code'), table_name='parcels')
     op.drop_index(op.f('ix_parcels_parcel_code'), table_name='parcels')
     op.drop_index(op.f('ix_parcels_owner_uscc'), table_name='parcels')
     op.drop_geospatial_index('idx_parcels_geom', table_name='parcels', postgresql_using='gist', column_name='geom')

@@ -1,0 +1,474 @@
+"""地企对应 — link every piece of land to the enterprises on it.
+
+One link per (identity_code, uscc) with a role and the method that found it:
+
+=========================  ==========  ======================================================
+method                     confidence  source
+=========================  ==========  ======================================================
+``correction``             1.0         纠偏 by staff, applied last, so a re-run never loses it
+``owner_code``             1.0         the land's holder: ``user_uscc`` of de-facto land, else
+                                       ``owner_uscc``; 0.8 when found by exact ``owner_name``
+``lease``                  0.95        a lease record (outranks the tenant's own point)
+``building``               0.9         the point lies in a building whose parcel is known
+``point_in_polygon``       0.85        the point lies in (or on the edge of) the land
+``snap``                   0.7 → 0.3   nearest land within ``snap_tolerance_m`` (road gap,
+                                       geocoding error), falling linearly with the distance
+=========================  ==========  ======================================================
+
+Roles (who is the *holder*: the owner_code link of the piece):
+
+* ``owner_occupier`` 自用 — the holder, when nobody else is on the piece or when the holder
+  itself occupies it (its point/building/correction is on the same 宗地, i.e. the same
+  parcel_code group); also every occupant of a piece with no known holder.
+* ``landlord`` 出租方 — the holder of a piece with tenants that it does not occupy itself.
+* ``tenant`` 承租方 — anyone else on a piece that has a holder, and every lease tenant.
+
+A point is one location, so each enterprise gets at most one spatial link (building, then
+point-in-polygon, then snap); owner, lease and correction links add to it.  Ties (a point on a
+shared edge, overlapping land, equidistant snaps) go to the smallest piece, then the smallest
+identity_code, so the result never depends on row order.
+"""
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from spatial.identity import _isin, _o, _str
+
+__all__ = ["match_enterprises", "land_quality_report", "assign_buildings", "LINK_COLUMNS"]
+
+LINK_COLUMNS = [
+    "identity_code", "parcel_code", "uscc", "role", "holder", "method", "confidence", "distance_m",
+    "building_id", "leased_floor_area_m2", "leased_land_area_m2", "fixed_share",
+]
+
+_PRIORITY = {"correction": 0, "owner_code": 1, "lease": 2, "building": 3,
+             "point_in_polygon": 4, "snap": 5}
+_CONF = {"owner_code": 1.0, "owner_name": 0.8, "lease": 0.95, "building": 0.9,
+         "point_in_polygon": 0.85, "correction": 1.0}
+_SPATIAL = ("building", "point_in_polygon", "snap")
+
+
+def match_enterprises(
+    land: gpd.GeoDataFrame,
+    enterprises: gpd.GeoDataFrame,
+    buildings: gpd.GeoDataFrame | None = None,
+    leases: pd.DataFrame | None = None,
+    corrections: pd.DataFrame | None = None,
+    snap_tolerance_m: float = 30.0,
+) -> pd.DataFrame:
+    """Match enterprises to land (地企对应).
+
+    Parameters
+    ----------
+    land : GeoDataFrame
+        Output of :func:`spatial.identity.build_land`.
+    enterprises : GeoDataFrame
+        ``uscc``, ``name`` and a Point geometry (or None: no location), same CRS as ``land``.
+    buildings : GeoDataFrame, optional
+        ``building_id``, ``parcel_code`` (may be NA: then the land it overlaps most).
+    leases : DataFrame, optional
+        ``tenant_uscc`` and ``parcel_code`` or ``landlord_uscc``; ``floor_area_m2``,
+        ``land_area_m2``.  With only a landlord, the tenant goes to the landlord's piece
+        nearest its point (within the snap tolerance), else to all the landlord's pieces,
+        with the leased areas spread by piece area.
+    corrections : DataFrame, optional
+        纠偏: ``uscc``, ``parcel_code`` (a 宗地代码 or an identity_code), ``action``
+        (``add``/``remove``), ``share``.  Per (uscc, code) the last row wins.  ``remove``
+        drops the links to every piece of that 宗地; ``add`` links to its registered piece.
+    snap_tolerance_m : float
+        Maximum distance for snapping a point that is on no land.
+
+    Returns
+    -------
+    DataFrame with ``LINK_COLUMNS``: identity_code, parcel_code, uscc, role, holder (bool:
+    the piece's owner / de-facto user, who keeps the rest in split_shares), method, confidence, distance_m (point to land; 0 inside, NaN without a point), building_id,
+    leased_floor_area_m2, leased_land_area_m2, fixed_share (from corrections).  Sorted by
+    identity_code, uscc.  Leases that could not be placed are in ``.attrs["unplaced_leases"]``,
+    corrections naming unknown land in ``.attrs["unapplied_corrections"]``.
+
+    Examples
+    --------
+    >>> links = match_enterprises(land, enterprises, leases=leases)   # doctest: +SKIP
+    >>> links.groupby("role").size()                                  # doctest: +SKIP
+    """
+    land = land.reset_index(drop=True)
+    ident = land["identity_code"].to_numpy(dtype=object)
+    holder = _holders(land)
+    ent = enterprises.reset_index(drop=True)
+    uscc = _str(ent["uscc"])
+
+    owner = _owner_links(land, holder, ent, uscc)
+    spatial = _spatial_links(land, ent, uscc, buildings, snap_tolerance_m)
+    lease, unplaced = _lease_links(land, holder, leases, pd.concat([owner, spatial]),
+                                   ent, uscc, snap_tolerance_m)
+    # a lease outranks the tenant's own point (unless that point is on the tenant's own land)
+    h_of = pd.Series(holder, index=ident, dtype="str")
+    is_holder = (spatial["identity_code"].map(h_of) == spatial["uscc"]).to_numpy()
+    spatial = spatial[~_isin(spatial["uscc"], set(_o(lease["uscc"]))) | is_holder]
+
+    links = pd.concat([owner, spatial, lease], ignore_index=True)
+    occupied = _sites(land, spatial)  # (site, uscc) where an enterprise physically is
+    links, unapplied = _apply_corrections(links, land, corrections)
+    occupied |= _sites(land, links[links["method"] == "correction"])
+    links = _dedupe(links)
+    links = _assign_roles(links, land, holder, occupied)
+    links = _with_distance(links, land, ent, uscc)
+    links = links[LINK_COLUMNS].sort_values(["identity_code", "uscc"], ignore_index=True)
+    links.attrs["unplaced_leases"] = unplaced
+    links.attrs["unapplied_corrections"] = unapplied
+    return links
+
+
+def land_quality_report(
+    land: gpd.GeoDataFrame,
+    enterprises: pd.DataFrame,
+    links: pd.DataFrame,
+    *,
+    many_occupants: int = 5,
+    low_confidence: float = 0.5,
+) -> dict[str, pd.DataFrame]:
+    """Quality report of the matching, for staff to check (纠偏).
+
+    Returns a dict of DataFrames:
+
+    * ``enterprises_without_land`` — uscc, name, has_location: enterprises with no link;
+    * ``idle_land`` — land pieces with no enterprise at all (闲置 candidates);
+    * ``crowded_land`` — pieces with ``>= many_occupants`` enterprises, with occupant_count;
+    * ``low_confidence_links`` — links with confidence below ``low_confidence``;
+    * ``unknown_enterprises`` — linked usccs (e.g. cadastral owners) not in ``enterprises``.
+
+    >>> report = land_quality_report(land, enterprises, links)        # doctest: +SKIP
+    >>> report["idle_land"][["identity_code", "area_mu"]]             # doctest: +SKIP
+    """
+    ent_uscc = _str(enterprises["uscc"])
+    linked = set(_o(links["uscc"]))
+    no_land = ~_isin(ent_uscc, linked)
+    geom = enterprises.geometry if isinstance(enterprises, gpd.GeoDataFrame) else None
+    has_loc = (geom.notna() & ~geom.is_empty).to_numpy() if geom is not None else np.zeros(len(enterprises), bool)
+    cols = [c for c in ("uscc", "name", "township", "scale") if c in enterprises.columns]
+    without = pd.DataFrame(enterprises[cols]).reset_index(drop=True)[no_land].copy()
+    without["has_location"] = has_loc[no_land]
+
+    counts = links.groupby("identity_code").size().rename("occupant_count")
+    lcols = [c for c in ("identity_code", "kind", "parcel_code", "owner_uscc", "township", "area_m2", "area_mu")
+             if c in land.columns]
+    ldf = pd.DataFrame(land[lcols]).reset_index(drop=True)
+    idle = ldf[~_isin(ldf["identity_code"], counts.index)]
+    crowded = ldf.merge(counts.reset_index(), on="identity_code")
+    crowded = crowded[crowded["occupant_count"] >= many_occupants].sort_values(
+        ["occupant_count", "identity_code"], ascending=[False, True])
+    low = links[links["confidence"] < low_confidence]
+    unknown = links[~_isin(links["uscc"], set(_o(ent_uscc.dropna())))]
+    return {
+        "enterprises_without_land": without.reset_index(drop=True),
+        "idle_land": idle.reset_index(drop=True),
+        "crowded_land": crowded.reset_index(drop=True),
+        "low_confidence_links": low.reset_index(drop=True),
+        "unknown_enterprises": unknown.reset_index(drop=True),
+    }
+
+
+def assign_buildings(buildings: gpd.GeoDataFrame, land: gpd.GeoDataFrame) -> pd.DataFrame:
+    """Building → land piece: its ``parcel_code`` (registered piece) when known, else the piece
+    it overlaps most (ties: smallest piece, then code).  Returns building_id, identity_code,
+    footprint_m2, floor_area_m2 (``floor_area_m2``, else footprint × floors, else NaN)."""
+    b = buildings.reset_index(drop=True)
+    bid = _str(b["building_id"]) if "building_id" in b.columns else pd.Series(b.index.astype(str))
+    geoms = b.geometry.to_numpy()
+    foot = shapely.area(geoms)
+    floor = pd.to_numeric(b["floor_area_m2"], errors="coerce").to_numpy(float) \
+        if "floor_area_m2" in b.columns else np.full(len(b), np.nan)
+    if "floors" in b.columns:
+        est = foot * pd.to_numeric(b["floors"], errors="coerce").to_numpy(float)
+        floor = np.where(np.isnan(floor), est, floor)
+    by_code = _code_map(land)
+    pc = _str(b["parcel_code"]) if "parcel_code" in b.columns else pd.Series([pd.NA] * len(b), dtype="str")
+    target = pc.map(by_code).to_numpy(dtype=object)
+    todo = np.flatnonzero(pd.isna(target))
+    if len(todo):
+        lg = land.geometry.to_numpy()
+        bi, li = shapely.STRtree(lg).query(geoms[todo], predicate="intersects")
+        if len(bi):
+            cand = pd.DataFrame({
+                "b": todo[bi], "ov": -np.round(shapely.area(shapely.intersection(geoms[todo[bi]], lg[li])), 3),
+                "a": np.round(land["area_m2"].to_numpy()[li], 3),
+                "code": land["identity_code"].to_numpy()[li],
+            })
+            cand = cand[cand["ov"] < 0].sort_values(["b", "ov", "a", "code"]).drop_duplicates("b")
+            target[cand["b"].to_numpy()] = cand["code"].to_numpy()
+    return pd.DataFrame({"building_id": bid, "identity_code": pd.Series(target, dtype="str"),
+                         "footprint_m2": foot, "floor_area_m2": floor})
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _holders(land) -> np.ndarray:
+    # the de-facto user holds de-facto land; the rights holder holds registered land
+    return _str(land["user_uscc"]).fillna(_str(land["owner_uscc"])).to_numpy(dtype=object)
+
+
+def _frame(identity, uscc, method, confidence, **extra) -> pd.DataFrame:
+    df = pd.DataFrame({"identity_code": pd.Series(identity, dtype="str"),
+                       "uscc": pd.Series(uscc, dtype="str"),
+                       "method": method, "confidence": np.asarray(confidence, dtype=float)
+                       if np.ndim(confidence) else float(confidence)})
+    for k, v in extra.items():
+        df[k] = v
+    return df
+
+
+def _norm_name(s: pd.Series) -> pd.Series:
+    # registered names and enterprise names differ in brackets and spaces
+    s = _str(s)
+    return s.str.replace("（", "(").str.replace("）", ")").str.replace(r"\s+", "", regex=True)
+
+
+def _owner_links(land, holder, ent, uscc) -> pd.DataFrame:
+    ident = land["identity_code"].to_numpy(dtype=object)
+    h = pd.Series(holder, dtype="str")
+    has = h.notna().to_numpy()
+    out = [_frame(ident[has], h[has].to_numpy(), "owner_code", _CONF["owner_code"])]
+    # no owner code but an owner name: match the enterprise by exact (normalised) name
+    if "owner_name" in land.columns and "name" in ent.columns:
+        names = _norm_name(ent["name"])
+        unique = ~names.duplicated(keep=False) & names.notna()
+        by_name = dict(zip(_o(names[unique]), _o(uscc[unique])))
+        ln = _norm_name(land["owner_name"]).map(by_name).to_numpy(dtype=object)
+        m = ~has & pd.notna(ln)
+        if m.any():
+            out.append(_frame(ident[m], ln[m], "owner_code", _CONF["owner_name"]))
+            holder[m] = ln[m]  # the name-matched owner holds the piece
+    return pd.concat(out, ignore_index=True)
+
+
+def _spatial_links(land, ent, uscc, buildings, tol) -> pd.DataFrame:
+    geom = ent.geometry
+    has_pt = (geom.notna() & ~geom.is_empty & uscc.notna()).to_numpy()
+    pts = gpd.GeoDataFrame({"uscc": uscc[has_pt].to_numpy()}, geometry=geom[has_pt].to_numpy(),
+                           crs=ent.crs)
+    empty = _frame([], [], "point_in_polygon", []).assign(building_id=pd.Series([], dtype="str"))
+    if len(pts) == 0 or len(land) == 0:
+        return empty
+    lnd = gpd.GeoDataFrame({"identity_code": land["identity_code"].to_numpy(),
+                            "_a": np.round(land["area_m2"].to_numpy(), 3)},
+                           geometry=land.geometry.to_numpy(), crs=land.crs)
+    parts = []
+    done = np.zeros(len(pts), dtype=bool)
+
+    if buildings is not None and len(buildings):
+        bl = assign_buildings(buildings, land)
+        bg = gpd.GeoDataFrame({"building_id": bl["building_id"], "identity_code": bl["identity_code"],
+                               "_b": np.round(bl["footprint_m2"].to_numpy(), 3)},
+                              geometry=buildings.geometry.to_numpy(), crs=land.crs)
+        bg = bg[bg["identity_code"].notna()]
+        j = gpd.sjoin(pts, bg, predicate="intersects", how="inner")
+        if len(j):
+            # overlapping buildings: the smallest, then its id
+            j = j.reset_index().sort_values(["index", "_b", "building_id"]).drop_duplicates("index")
+            parts.append(_frame(j["identity_code"], j["uscc"], "building", _CONF["building"],
+                                building_id=j["building_id"].to_numpy()))
+            done[j["index"].to_numpy()] = True
+
+    rest = pts[~done]
+    j = gpd.sjoin(rest, lnd, predicate="intersects", how="inner")
+    if len(j):
+        j = j.reset_index().sort_values(["index", "_a", "identity_code"]).drop_duplicates("index")
+        parts.append(_frame(j["identity_code"], j["uscc"], "point_in_polygon", _CONF["point_in_polygon"]))
+        done[j["index"].to_numpy()] = True  # sjoin keeps the labels of pts (a RangeIndex)
+
+    rest = pts[~done]
+    if len(rest) and tol > 0:
+        j = gpd.sjoin_nearest(rest, lnd, max_distance=tol, distance_col="_d", how="inner")
+        if len(j):
+            j = j.reset_index()
+            j["_dr"] = np.round(j["_d"], 6)
+            j = j.sort_values(["index", "_dr", "_a", "identity_code"]).drop_duplicates("index")
+            conf = 0.7 - 0.4 * (j["_d"].to_numpy() / tol)
+            parts.append(_frame(j["identity_code"], j["uscc"], "snap", conf))
+    if not parts:
+        return empty
+    out = pd.concat(parts, ignore_index=True)
+    if "building_id" not in out.columns:
+        out["building_id"] = pd.NA
+    out["building_id"] = out["building_id"].astype("str")
+    return out
+
+
+def _lease_links(land, holder, leases, known, ent, uscc, tol):
+    cols = ["tenant_uscc", "parcel_code", "landlord_uscc", "floor_area_m2", "land_area_m2"]
+    if leases is None or len(leases) == 0:
+        return _frame([], [], "lease", []), pd.DataFrame(columns=cols)
+    ls = pd.DataFrame({
+        "tenant": _str(leases["tenant_uscc"]),
+        "code": _str(leases["parcel_code"]) if "parcel_code" in leases else pd.NA,
+        "landlord": _str(leases["landlord_uscc"]) if "landlord_uscc" in leases else pd.NA,
+        "floor": pd.to_numeric(leases.get("floor_area_m2", pd.Series(np.nan, index=leases.index)),
+                               errors="coerce").to_numpy(float),
+        "larea": pd.to_numeric(leases.get("land_area_m2", pd.Series(np.nan, index=leases.index)),
+                               errors="coerce").to_numpy(float),
+    }).reset_index(drop=True)
+    ls["code"] = _str(ls["code"])
+    ls["landlord"] = _str(ls["landlord"])
+    ls["lease_no"] = np.arange(len(ls))
+    ls = ls[ls["tenant"].notna()]
+
+    # by 宗地代码 (registered piece) or identity_code
+    by_code = _code_map(land)
+    ls["target"] = ls["code"].map(by_code)
+    a = ls[ls["target"].notna()].assign(identity_code=lambda d: d["target"])
+
+    # by landlord: every piece the landlord is linked to
+    b = ls[ls["target"].isna() & ls["landlord"].notna()]
+    kn = known[["identity_code", "uscc"]].drop_duplicates().rename(columns={"uscc": "landlord"})
+    b = b.merge(kn, on="landlord", how="inner")
+    if len(b):
+        # several pieces: the one nearest the tenant's point within the tolerance, if any
+        d = shapely.distance(_take(ent.geometry, uscc, b["tenant"]),
+                             _take(land.geometry, land["identity_code"], b["identity_code"]))
+        b["_d"] = np.where(np.isnan(d), np.inf, np.round(d, 6))
+        b["_a"] = b["identity_code"].map(dict(zip(_o(land["identity_code"]), _o(land["area_m2"]))))
+        near = b[b["_d"] <= tol].sort_values(["lease_no", "_d", "_a", "identity_code"]).drop_duplicates("lease_no")
+        b = pd.concat([near, b[~_isin(b["lease_no"], near["lease_no"])]])
+        # spread the leased areas over the chosen pieces by their area
+        w = b["_a"] / b.groupby("lease_no")["_a"].transform("sum")
+        b["floor"] = b["floor"] * w
+        b["larea"] = b["larea"] * w
+    placed = pd.concat([a, b], ignore_index=True)
+    unplaced = ls[~_isin(ls["lease_no"], placed["lease_no"])]
+    # a lease of one's own land is no lease
+    h = pd.Series(holder, index=land["identity_code"].to_numpy(), dtype="str")
+    placed = placed[placed["tenant"] != placed["identity_code"].map(h).fillna("")]
+    agg = placed.groupby(["identity_code", "tenant"], as_index=False)[["floor", "larea"]].sum(min_count=1)
+    out = _frame(agg["identity_code"], agg["tenant"], "lease", _CONF["lease"],
+                 leased_floor_area_m2=agg["floor"].to_numpy(float),
+                 leased_land_area_m2=agg["larea"].to_numpy(float))
+    unplaced = unplaced.rename(columns={"tenant": "tenant_uscc", "code": "parcel_code",
+                                        "landlord": "landlord_uscc", "floor": "floor_area_m2",
+                                        "larea": "land_area_m2"})[cols]
+    return out, unplaced.reset_index(drop=True)
+
+
+def _code_map(land) -> dict:
+    """宗地代码 → its registered piece, and identity_code → itself (NA codes left out:
+    pandas would map NA to them)."""
+    reg = land[(land["kind"] == "registered") & land["parcel_code"].notna()]
+    out = {}
+    # An unregistered cadastre row keeps its own 宗地代码 in source_parcel_code: staff
+    # corrections and leases name it by that code, so it resolves too (registered codes win).
+    if "source_parcel_code" in land.columns:
+        own = land[land["source_parcel_code"].notna() & (land["kind"] != "registered")]
+        out.update(zip(_o(own["source_parcel_code"]), _o(own["identity_code"])))
+    out.update(zip(_o(reg["parcel_code"]), _o(reg["identity_code"])))
+    out.update(dict(zip(_o(land["identity_code"]), _o(land["identity_code"]))))
+    return out
+
+
+def _site_map(land) -> dict:
+    # a 宗地 with its attached de-facto land is one site
+    site = _str(land["parcel_code"]).fillna(land["identity_code"])
+    return dict(zip(_o(land["identity_code"]), _o(site)))
+
+
+def _sites(land, links) -> set:
+    return set(_o(links["identity_code"].map(_site_map(land)) + "\x00" + links["uscc"]))
+
+
+def _apply_corrections(links, land, corrections) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Links after staff corrections, and the corrections that name unknown land."""
+    if corrections is None or len(corrections) == 0:
+        return links, pd.DataFrame(columns=["uscc", "parcel_code", "action", "reason"])
+    c = pd.DataFrame({
+        "uscc": _str(corrections["uscc"]).to_numpy(),
+        "code": _str(corrections["parcel_code"]).to_numpy(),
+        "action": _str(corrections["action"]).str.strip().str.lower().to_numpy(),
+        "share": pd.to_numeric(corrections["share"], errors="coerce").to_numpy(float)
+        if "share" in corrections.columns else np.nan,
+    }).dropna(subset=["uscc", "code"])
+    bad = ~_isin(c["action"], ["add", "remove"])
+    if bad.any():
+        raise ValueError(f"corrections: action must be 'add' or 'remove', got {sorted(set(c['action'][bad].astype(str)))}")
+    c = c.drop_duplicates(["uscc", "code"], keep="last")  # staff's latest word per pair
+    # remove: every piece of that 宗地 (or that identity_code)
+    pc = _str(land["parcel_code"]).to_numpy(dtype=object)
+    ic = land["identity_code"].to_numpy(dtype=object)
+    frames = [pd.DataFrame({"code": pc, "identity_code": ic}).dropna(),
+              pd.DataFrame({"code": ic, "identity_code": ic})]
+    if "source_parcel_code" in land.columns:
+        frames.append(pd.DataFrame({"code": _str(land["source_parcel_code"]).to_numpy(dtype=object),
+                                    "identity_code": ic}).dropna())
+    pieces = pd.concat(frames).drop_duplicates()
+    rm = c[c["action"] == "remove"].merge(pieces, on="code")
+    key = links["identity_code"] + "\x00" + links["uscc"]
+    links = links[~_isin(key, set(_o(rm["identity_code"] + "\x00" + rm["uscc"])))]
+    # add: the registered piece of that 宗地, or that identity_code
+    by_code = _code_map(land)
+    add = c[c["action"] == "add"].copy()
+    add["identity_code"] = add["code"].map(by_code)
+    missing = add["identity_code"].isna()
+    # A correction naming land that no longer exists is reported, not fatal: one stale row
+    # must not stop the county's whole matching run.
+    unapplied = add.loc[missing, ["uscc", "code", "action"]].rename(columns={"code": "parcel_code"})
+    unapplied = unapplied.assign(reason="宗地代码不存在 (unknown parcel_code)").reset_index(drop=True)
+    add = add[~missing]
+    new = _frame(add["identity_code"], add["uscc"], "correction", _CONF["correction"],
+                 fixed_share=add["share"].to_numpy(float))
+    return pd.concat([links, new], ignore_index=True), unapplied
+
+
+def _dedupe(links) -> pd.DataFrame:
+    links = links.copy()
+    for c in ("building_id", "leased_floor_area_m2", "leased_land_area_m2", "fixed_share"):
+        if c not in links.columns:
+            links[c] = np.nan
+    links["_p"] = links["method"].map(_PRIORITY)
+    links = links.sort_values(["identity_code", "uscc", "_p", "confidence"], ascending=[True, True, True, False])
+    # keep lease areas and the building of lower-ranked duplicates: split_shares needs them
+    first = links.groupby(["identity_code", "uscc"], sort=False)
+    carry = first[["building_id", "leased_floor_area_m2", "leased_land_area_m2", "fixed_share"]].first() \
+        if len(links) else None
+    links = links.drop_duplicates(["identity_code", "uscc"]).drop(columns="_p")
+    if carry is not None:
+        links = links.drop(columns=list(carry.columns)).merge(
+            carry.reset_index(), on=["identity_code", "uscc"], how="left")
+    return links
+
+
+def _assign_roles(links, land, holder, occupied) -> pd.DataFrame:
+    links = links.reset_index(drop=True)
+    for c, dt in (("building_id", "str"), ("leased_floor_area_m2", float),
+                  ("leased_land_area_m2", float), ("fixed_share", float)):
+        if c not in links.columns:
+            links[c] = np.nan
+        links[c] = links[c].astype(dt)
+    h = pd.Series(holder, index=land["identity_code"].to_numpy(), dtype="str")
+    sm = _site_map(land)
+    is_holder = (links["uscc"] == links["identity_code"].map(h).fillna("\x00")).to_numpy()
+    held = links.loc[is_holder, "identity_code"]
+    has_holder = _isin(links["identity_code"], set(_o(held)))
+    with_tenant = set(_o(links.loc[~is_holder & has_holder, "identity_code"]))
+    occ = _isin(links["identity_code"].map(sm) + "\x00" + links["uscc"], occupied)
+    tenanted = _isin(links["identity_code"], with_tenant)
+    role = np.where(
+        is_holder, np.where(tenanted & ~occ, "landlord", "owner_occupier"),
+        np.where(has_holder | (links["method"] == "lease").to_numpy(), "tenant", "owner_occupier"))
+    links["role"] = role
+    links["holder"] = is_holder
+    links["parcel_code"] = links["identity_code"].map(dict(zip(_o(land["identity_code"]), _o(land["parcel_code"]))))
+    return links
+
+
+def _with_distance(links, land, ent, uscc) -> pd.DataFrame:
+    links["distance_m"] = shapely.distance(
+        _take(ent.geometry, uscc, links["uscc"]),
+        _take(land.geometry, land["identity_code"], links["identity_code"])) if len(links) else np.array([], float)
+    return links
+
+
+def _take(geoms, keys, wanted) -> np.ndarray:
+    """Geometries by key (None where the key is unknown), vectorised."""
+    idx = pd.Index(keys).get_indexer(pd.Index(wanted))
+    arr = np.append(np.asarray(geoms.to_numpy(), dtype=object), None)
+    return arr[idx]  # -1 picks the trailing None

@@ -1,0 +1,227 @@
+"""地企对应: each match method, roles, leases, corrections, tie-breaks (spatial.match)."""
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from shapely.geometry import Point, box
+
+from spatial.identity import build_land
+from spatial.match import LINK_COLUMNS, land_quality_report, match_enterprises
+
+X0, Y0 = 500_000.0, 3_320_000.0
+CRS = "EPSG:4549"
+
+
+def pcode(i):
+    return f"330211001001GB{i:05d}"
+
+
+def rid(i):
+    return "R-" + pcode(i)
+
+
+def rect(x, y, w, h):
+    return box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
+
+
+def pt(x, y):
+    return Point(X0 + x, Y0 + y)
+
+
+def make_land(rows, defacto=None):
+    p = gpd.GeoDataFrame({"parcel_code": [pcode(i) for i, _, _ in rows],
+                          "owner_uscc": [o for _, o, _ in rows]},
+                         geometry=[g for _, _, g in rows], crs=CRS)
+    d = None
+    if defacto:
+        d = gpd.GeoDataFrame({"user_uscc": [u for u, _ in defacto]},
+                             geometry=[g for _, g in defacto], crs=CRS)
+    return build_land(p, d)
+
+
+def ents(rows):
+    """rows: (uscc, point or None)."""
+    return gpd.GeoDataFrame({"uscc": [u for u, _ in rows], "name": [f"企业{u}" for u, _ in rows]},
+                            geometry=[g for _, g in rows], crs=CRS)
+
+
+def link(links, uscc):
+    sub = links[links["uscc"] == uscc]
+    return sub
+
+
+# two parcels of 100 x 100 with a 10 m road between them
+ROAD = [(1, "O1", rect(0, 0, 100, 100)), (2, "O2", rect(110, 0, 100, 100))]
+
+
+def test_point_in_polygon_and_owner_occupier():
+    land = make_land(ROAD)
+    links = match_enterprises(land, ents([("O1", pt(50, 50)), ("T1", pt(160, 50))]))
+    assert list(links.columns) == LINK_COLUMNS
+    t = link(links, "T1").iloc[0]
+    assert (t["identity_code"], t["method"], t["role"]) == (rid(2), "point_in_polygon", "tenant")
+    assert t["distance_m"] == 0
+    o1 = link(links, "O1").iloc[0]
+    assert (o1["method"], o1["role"], o1["confidence"]) == ("owner_code", "owner_occupier", 1.0)
+    # O2 has no point on its parcel and a tenant on it: landlord
+    assert link(links, "O2").iloc[0]["role"] == "landlord"
+
+
+def test_snap_in_road_gap():
+    land = make_land(ROAD)
+    links = match_enterprises(land, ents([("T1", pt(103, 50))]))
+    t = link(links, "T1").iloc[0]
+    assert (t["identity_code"], t["method"]) == (rid(1), "snap")
+    assert t["distance_m"] == pytest.approx(3.0)
+    assert 0.3 <= t["confidence"] < 0.85
+
+
+def test_beyond_tolerance_gives_no_link():
+    land = make_land(ROAD)
+    e = ents([("T1", pt(50, 150)), ("T2", None)])
+    links = match_enterprises(land, e, snap_tolerance_m=30.0)
+    assert "T1" not in set(links["uscc"])
+    links = match_enterprises(land, e, snap_tolerance_m=60.0)
+    assert link(links, "T1").iloc[0]["method"] == "snap"
+    rep = land_quality_report(land, e, match_enterprises(land, e))
+    assert set(rep["enterprises_without_land"]["uscc"]) == {"T1", "T2"}
+    assert dict(zip(rep["enterprises_without_land"]["uscc"],
+                    rep["enterprises_without_land"]["has_location"])) == {"T1": True, "T2": False}
+
+
+def test_building_route_uses_buildings_parcel():
+    land = make_land(ROAD)
+    # a building drawn across the road; the register says it belongs to parcel 2
+    b = gpd.GeoDataFrame({"building_id": ["B1"], "parcel_code": [pcode(2)], "floors": [3]},
+                         geometry=[rect(90, 40, 40, 20)], crs=CRS)
+    e = ents([("T1", pt(95, 50))])
+    links = match_enterprises(land, e, buildings=b)
+    t = link(links, "T1").iloc[0]
+    assert (t["identity_code"], t["method"], t["building_id"]) == (rid(2), "building", "B1")
+    # without buildings the same point is in parcel 1
+    assert link(match_enterprises(land, e), "T1").iloc[0]["identity_code"] == rid(1)
+
+
+def test_building_without_code_goes_to_land_it_overlaps_most():
+    land = make_land(ROAD)
+    b = gpd.GeoDataFrame({"building_id": ["B1"], "parcel_code": [None]},
+                         geometry=[rect(95, 40, 40, 20)], crs=CRS)  # 5 m on 1, 30 m on 2
+    links = match_enterprises(land, ents([("T1", pt(97, 50))]), buildings=b)
+    assert link(links, "T1").iloc[0]["identity_code"] == rid(2)
+
+
+def test_lease_outranks_point():
+    land = make_land(ROAD)
+    e = ents([("O1", pt(50, 50)), ("T1", pt(20, 20))])          # T1's point is on parcel 1
+    leases = pd.DataFrame({"tenant_uscc": ["T1"], "parcel_code": [pcode(2)],
+                           "landlord_uscc": [None], "floor_area_m2": [800.0]})
+    links = match_enterprises(land, e, leases=leases)
+    t = link(links, "T1")
+    assert len(t) == 1
+    assert (t.iloc[0]["identity_code"], t.iloc[0]["method"], t.iloc[0]["role"]) == (rid(2), "lease", "tenant")
+    assert t.iloc[0]["leased_floor_area_m2"] == 800.0
+    assert link(links, "O2").iloc[0]["role"] == "landlord"
+    assert link(links, "O1").iloc[0]["role"] == "owner_occupier"
+
+
+def test_lease_by_landlord_picks_piece_nearest_tenant():
+    land = make_land([(1, "O1", rect(0, 0, 100, 100)), (2, "O1", rect(300, 0, 100, 100))])
+    leases = pd.DataFrame({"tenant_uscc": ["T1", "T2"], "landlord_uscc": ["O1", "O1"],
+                           "parcel_code": [None, None], "floor_area_m2": [100.0, 100.0]})
+    e = ents([("T1", pt(350, 50)), ("T2", None)])
+    links = match_enterprises(land, e, leases=leases)
+    assert list(link(links, "T1")["identity_code"]) == [rid(2)]
+    # no point: all the landlord's pieces, the leased area spread by piece area
+    t2 = link(links, "T2")
+    assert sorted(t2["identity_code"]) == [rid(1), rid(2)]
+    assert t2["leased_floor_area_m2"].sum() == pytest.approx(100.0)
+
+
+def test_owner_and_defacto_user_linked_by_code():
+    land = make_land(ROAD, defacto=[("D1", rect(0, 300, 100, 100))])
+    links = match_enterprises(land, ents([]).iloc[:0])
+    got = set(zip(links["uscc"], links["method"], links["role"]))
+    assert got == {("O1", "owner_code", "owner_occupier"), ("O2", "owner_code", "owner_occupier"),
+                   ("D1", "owner_code", "owner_occupier")}
+
+
+def test_owner_name_fallback():
+    p = gpd.GeoDataFrame({"parcel_code": [pcode(1)], "owner_uscc": [None],
+                          "owner_name": ["宁波 甲公司（镇海）"]}, geometry=[rect(0, 0, 100, 100)], crs=CRS)
+    land = build_land(p, None)
+    e = gpd.GeoDataFrame({"uscc": ["A1"], "name": ["宁波甲公司(镇海)"]}, geometry=[None], crs=CRS)
+    row = match_enterprises(land, e).iloc[0]
+    assert (row["uscc"], row["method"], row["confidence"]) == ("A1", "owner_code", 0.8)
+
+
+def test_corrections_applied_last_and_survive_rerun():
+    land = make_land(ROAD)
+    corr = pd.DataFrame({"uscc": ["T1", "X9"], "parcel_code": [pcode(2), pcode(1)],
+                         "action": ["remove", "add"], "share": [None, 0.25],
+                         "reason": ["moved", "field check"], "by": ["张三", "张三"]})
+    e1 = ents([("T1", pt(150, 50))])
+    e2 = ents([("T1", pt(160, 60)), ("T3", pt(20, 20))])          # a later re-run, new data
+    for e in (e1, e2):
+        links = match_enterprises(land, e, corrections=corr)
+        assert "T1" not in set(links["uscc"])
+        x9 = link(links, "X9").iloc[0]
+        assert (x9["identity_code"], x9["method"], x9["fixed_share"]) == (rid(1), "correction", 0.25)
+    # the correction's target can also be an identity code; last row per pair wins
+    corr2 = pd.DataFrame({"uscc": ["X9", "X9"], "parcel_code": [rid(1), rid(1)],
+                          "action": ["add", "remove"]})
+    assert "X9" not in set(match_enterprises(land, e1, corrections=corr2)["uscc"])
+
+
+def test_correction_with_unknown_parcel_is_reported_not_applied():
+    land = make_land(ROAD)
+    corr = pd.DataFrame({"uscc": ["X9"], "parcel_code": [pcode(7)], "action": ["add"]})
+    links = match_enterprises(land, ents([("T1", pt(1, 1))]), corrections=corr)
+    assert "X9" not in set(links["uscc"])
+    unapplied = links.attrs["unapplied_corrections"]
+    assert unapplied[["uscc", "parcel_code"]].values.tolist() == [["X9", pcode(7)]]
+    assert "unknown parcel_code" in unapplied["reason"].iloc[0]
+
+
+def test_tie_breaks_are_deterministic():
+    # a small and a large parcel sharing an edge; then two equal ones
+    land = make_land([(1, None, rect(0, 0, 100, 100)), (2, None, rect(100, 0, 50, 100)),
+                      (4, None, rect(0, 200, 50, 50)), (3, None, rect(50, 200, 50, 50))])
+    e = ents([("E1", pt(100, 50)),          # on the shared edge: smaller parcel 2
+              ("E2", pt(50, 225)),          # on the edge of equal parcels: smaller code, 3
+              ("E3", pt(75, 150))])         # 50 m from parcels 1 and 3: snap to the smaller, 3
+    links = match_enterprises(land, e, snap_tolerance_m=60)
+    got = dict(zip(links["uscc"], links["identity_code"]))
+    assert got["E1"] == rid(2)
+    assert got["E2"] == rid(3)
+    assert got["E3"] == rid(3)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        again = match_enterprises(land.iloc[rng.permutation(len(land))],
+                                  e.iloc[rng.permutation(len(e))], snap_tolerance_m=60)
+        pd.testing.assert_frame_equal(again, links)
+
+
+def test_overlapping_land_goes_to_smallest_piece():
+    p = gpd.GeoDataFrame({"parcel_code": [pcode(1), pcode(2)], "owner_uscc": [None, None]},
+                         geometry=[rect(0, 0, 100, 100), rect(40, 40, 20, 20)], crs=CRS)
+    land = build_land(p, None)
+    links = match_enterprises(land, ents([("E1", pt(50, 50))]))
+    assert link(links, "E1").iloc[0]["identity_code"] == rid(2)
+
+
+def test_holderless_land_occupant_is_owner_occupier():
+    land = make_land([(1, None, rect(0, 0, 100, 100))])
+    links = match_enterprises(land, ents([("E1", pt(50, 50))]))
+    assert link(links, "E1").iloc[0]["role"] == "owner_occupier"
+
+
+def test_quality_report():
+    land = make_land(ROAD + [(3, None, rect(0, 300, 100, 100))])
+    e = ents([(f"T{i}", pt(150 + i, 50)) for i in range(6)] + [("Z", pt(5000, 5000))])
+    links = match_enterprises(land, e)
+    rep = land_quality_report(land, e, links, many_occupants=5)
+    assert list(rep["idle_land"]["identity_code"]) == [rid(3)]
+    assert list(rep["crowded_land"]["identity_code"]) == [rid(2)]
+    assert rep["crowded_land"]["occupant_count"].item() == 7
+    assert list(rep["enterprises_without_land"]["uscc"]) == ["Z"]
+    assert set(rep["unknown_enterprises"]["uscc"]) == {"O1", "O2"}
