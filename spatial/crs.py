@@ -114,13 +114,24 @@ def gcj02_to_bd09(lon, lat):
     return z * np.cos(theta) + 0.0065, z * np.sin(theta) + 0.006
 
 
-def bd09_to_gcj02(lon, lat):
-    """BD-09 (Baidu) → GCJ-02."""
-    x = np.asarray(lon, dtype="float64") - 0.0065
-    y = np.asarray(lat, dtype="float64") - 0.006
+def bd09_to_gcj02(lon, lat, iterations: int = 2):
+    """BD-09 (Baidu) → GCJ-02.
+
+    The published closed form is itself approximate (~5 cm); refining it by the same fixed
+    point as :func:`gcj02_to_wgs84` (``w += b - f(w)``) brings it under a millimetre.
+    """
+    b_lon = np.asarray(lon, dtype="float64")
+    b_lat = np.asarray(lat, dtype="float64")
+    x = b_lon - 0.0065
+    y = b_lat - 0.006
     z = np.sqrt(x * x + y * y) - 0.00002 * np.sin(y * _X_PI)
     theta = np.arctan2(y, x) - 0.000003 * np.cos(x * _X_PI)
-    return z * np.cos(theta), z * np.sin(theta)
+    g_lon, g_lat = z * np.cos(theta), z * np.sin(theta)
+    for _ in range(iterations):
+        f_lon, f_lat = gcj02_to_bd09(g_lon, g_lat)
+        g_lon = g_lon + (b_lon - f_lon)
+        g_lat = g_lat + (b_lat - f_lat)
+    return g_lon, g_lat
 
 
 def to_cgcs2000(lon, lat, coord_sys):

@@ -1,0 +1,1009 @@
+"""Read an import bundle (一个县交来的数据包) into canonical DataFrames.
+
+A bundle is one directory; files are found by role from the start of their name (``parcels.*``
+宗地, ``buildings.*`` 建筑, ``defacto.*`` 事实用地, ``enterprises.*`` 企业, ``metrics*.*`` 指标 — one or
+one per year —, ``leases.*`` 租赁, ``corrections.*`` 纠偏; the Chinese role name works too:
+``宗地.shp``), the format from the extension. Columns are matched through the alias table of
+:mod:`spatial.columns`. Reading is pure: files in, DataFrames out, nothing else touched.
+
+:func:`read_bundle` never drops a row. A cell it cannot parse (``'abc'`` in 实缴税金, an unknown
+坐标系) is set to missing and listed in ``Bundle.rejects`` with severity ``error``;
+:func:`spatial.validate.validate_bundle` then removes every row with an error. Problems that make
+a whole file unusable raise :class:`BundleError` with a message naming the file and what to do.
+
+Example
+-------
+>>> b = read_bundle("county_2024/")                                   # doctest: +SKIP
+>>> b.tables["parcels"].crs.to_epsg(), b.column_map["parcels.shp"]     # doctest: +SKIP
+(4490, {'ZDDM': 'parcel_code', '权利人统一': 'owner_uscc', ...})
+>>> read_bundle("fr/", overrides={"parcels": {"path": "cadastre_25354.gpkg", "layer": "parcelle",
+...     "columns": {"IDU": "parcel_code", "SUPF": "registered_area_m2"}},
+...     "enterprises": {"required": False}})                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import codecs
+import functools
+import csv
+import datetime as _dt
+import re
+import struct
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+from pyproj import CRS, Transformer
+
+from spatial.columns import (
+    COLUMNS,
+    DTYPES,
+    EXTRA_PREFIX,
+    LAYER_ROLES,
+    ONE_OF_REQUIRED,
+    REQUIRED_COLUMNS,
+    REQUIRED_ROLES,
+    ROLE_NAMES,
+    ROLES,
+    match_columns,
+)
+from spatial.crs import normalize_coord_sys, to_cgcs2000
+
+__all__ = ["Bundle", "BundleError", "read_bundle", "REJECT_COLUMNS", "TARGET_CRS"]
+
+#: Every layer is converted to CGCS2000 geographic.
+TARGET_CRS = "EPSG:4490"
+REJECT_COLUMNS = ["file", "row", "field", "value", "reason", "severity"]
+
+LAYER_EXTS = (".shp", ".gpkg", ".geojson", ".json", ".fgb")
+TABLE_EXTS = (".csv", ".xlsx")
+# Sidecars of a Shapefile and files editors leave behind: never a role file of their own.
+_IGNORED_EXTS = {".dbf", ".shx", ".prj", ".cpg", ".qpj", ".sbn", ".sbx", ".qix", ".xml", ".qmd", ".lock",
+                 ".md", ".txt", ".aux", ".ovr", ".gpkg-wal", ".gpkg-shm"}
+_ROLE_PREFIXES = {
+    "parcels": ("parcels", "宗地"), "buildings": ("buildings", "建筑"), "defacto": ("defacto", "事实用地"),
+    "enterprises": ("enterprises", "企业"), "metrics": ("metrics", "指标"), "leases": ("leases", "租赁"),
+    "corrections": ("corrections", "纠偏"),
+}
+_OVERRIDE_KEYS = {"path", "layer", "columns", "crs", "required", "encoding"}
+
+# Large layers and CSVs are read in chunks so ``progress`` can report and memory stays flat.
+CHUNK = 200_000
+# Cells that mean "no value" in county spreadsheets (a dash or 无 rather than an empty cell).
+_MISSING_TOKENS = {"", "-", "--", "—", "——", "/", "无", "null", "none", "nan", "n/a", "na", "#n/a", "<na>"}
+# The header is looked for in the first rows (a title row or two above it is common).
+_HEADER_SCAN_ROWS = 30
+# Margin (degrees) around a CRS's area of use before coordinates count as "outside".
+_AOU_MARGIN_DEG = 1.0
+
+Progress = Callable[[str, int, int], None]
+
+
+class BundleError(Exception):
+    """A bundle (or one file of it) cannot be imported; the message says which file and what to do."""
+
+
+@dataclass
+class Bundle:
+    """The tables of one bundle, with what was understood and what was rejected.
+
+    ``tables[role]``: canonical columns of the role (all of them; absent ones are missing values),
+    extra columns prefixed ``x_``, ``_file`` (path relative to the bundle, ``#layer`` appended when a
+    layer was named in overrides) and ``_row`` (1-based
+    row as a person sees it: the spreadsheet line for csv/xlsx, the feature number for layers).
+    Layers and enterprises are GeoDataFrames in EPSG:4490.
+    ``column_map[file]``: source column → canonical column. ``rejects``: one row per problem
+    (``file, row, field, value, reason, severity``; severity ``error`` rejects the row, ``warning``
+    keeps it; row 0 means the whole file). ``source_crs[role]``: the CRS the role's layer came in.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    column_map: dict[str, dict[str, str]]
+    rejects: pd.DataFrame
+    files: dict[str, list[Path]]
+    source_crs: dict[str, str]
+    ignored: list[Path] = field(default_factory=list)
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        return self.rejects[self.rejects["severity"] == "error"]
+
+    @property
+    def warnings(self) -> pd.DataFrame:
+        return self.rejects[self.rejects["severity"] == "warning"]
+
+    def describe_columns(self) -> str:
+        """The column map as text, for a person to check what was understood as what."""
+        lines = []
+        for f, mapping in self.column_map.items():
+            lines.append(f"{f}:")
+            lines += [f"  {src} → {dst}" for src, dst in mapping.items()]
+        return "\n".join(lines)
+
+    def messages(self) -> list[str]:
+        """Rejects as one line each: ``file:row field='value' [severity] reason``."""
+        return [
+            f"{r.file}:{r.row} {r.field}={r.value!r} [{r.severity}] {r.reason}"
+            for r in self.rejects.itertuples(index=False)
+        ]
+
+
+# --------------------------------------------------------------------------------------------
+# public entry point
+
+
+def read_bundle(path, *, crs=None, overrides=None, progress: Progress | None = None) -> Bundle:
+    """Read every file of an import bundle directory.
+
+    ``crs`` is the CRS assumed for layers that carry none (a Shapefile without .prj);
+    ``overrides[role]`` may give ``path`` (file or list of files, relative to the bundle or
+    absolute), ``layer`` (layer of a gpkg, sheet of an xlsx), ``columns`` (source → canonical,
+    winning over the alias table), ``crs`` (replaces the layer's CRS), ``encoding`` (of a .dbf or
+    .csv) and ``required=False`` (for a bundle without that role). ``progress(role, done, total)``
+    is called while reading.
+
+    >>> b = read_bundle("bundle/", crs="EPSG:4549")                   # doctest: +SKIP
+    >>> sorted(b.tables)                                              # doctest: +SKIP
+    ['enterprises', 'metrics', 'parcels']
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"{root}: 不是目录 (not a directory) — a bundle is a directory of files named by role")
+    overrides = _check_overrides(overrides)
+    files, ignored = _find_files(root, overrides)
+    for role in REQUIRED_ROLES:
+        if not files.get(role) and overrides.get(role, {}).get("required", True):
+            raise BundleError(
+                f"{root}: 缺少必需文件 {role}.*（{ROLE_NAMES[role]}）(missing required file {role}.*): "
+                f"add {role}.shp/.gpkg/.geojson/.fgb" + ("/.csv/.xlsx" if role == "enterprises" else "")
+                + f" or name it with overrides={{'{role}': {{'path': ...}}}}; files found: "
+                + (", ".join(sorted(p.name for p in root.iterdir())) or "none")
+            )
+    rejects = _Rejects()
+    tables: dict[str, pd.DataFrame] = {}
+    column_map: dict[str, dict[str, str]] = {}
+    source_crs: dict[str, str] = {}
+    for role in ROLES:
+        parts = []
+        for fpath in files.get(role, []):
+            ov = overrides.get(role, {})
+            label = _label(root, fpath)
+            if ov.get("layer") and fpath.suffix.lower() in LAYER_EXTS:
+                # One GeoPackage may hold several roles (parcelle, batiment): the layer is part of
+                # the name, so rejects of one role never point at rows of another.
+                label = f"{label}#{ov['layer']}"
+            df, cmap, src_crs = _read_one(role, fpath, label, ov, crs, rejects, progress)
+            column_map[label] = cmap
+            if src_crs:
+                source_crs[role] = src_crs
+            parts.append(df)
+        if parts:
+            tables[role] = _concat(parts)
+    return Bundle(tables=tables, column_map=column_map, rejects=rejects.frame(), files=files,
+                  source_crs=source_crs, ignored=ignored)
+
+
+# --------------------------------------------------------------------------------------------
+# finding files
+
+
+def _check_overrides(overrides) -> dict[str, dict]:
+    overrides = dict(overrides or {})
+    for role, ov in overrides.items():
+        if role not in ROLES:
+            raise BundleError(f"overrides: unknown role {role!r}; roles are {', '.join(ROLES)}")
+        unknown = set(ov) - _OVERRIDE_KEYS
+        if unknown:
+            raise BundleError(f"overrides[{role!r}]: unknown keys {sorted(unknown)}; allowed {sorted(_OVERRIDE_KEYS)}")
+    return overrides
+
+
+def _role_of(name: str) -> str | None:
+    low = name.lower()
+    for role, prefixes in _ROLE_PREFIXES.items():
+        if low.startswith(prefixes):
+            return role
+    return None
+
+
+def _find_files(root: Path, overrides: dict) -> tuple[dict[str, list[Path]], list[Path]]:
+    files: dict[str, list[Path]] = {}
+    ignored: list[Path] = []
+    for p in sorted(root.iterdir()):
+        if not p.is_file() or p.name.startswith(("~$", ".")):
+            continue
+        ext = p.suffix.lower()
+        role = _role_of(p.name)
+        if role is None or ext in _IGNORED_EXTS:
+            ignored.append(p)
+            continue
+        if role in overrides and "path" in overrides[role]:
+            continue
+        _check_format(role, p)
+        files.setdefault(role, []).append(p)
+    for role, ov in overrides.items():
+        if "path" in ov:
+            paths = ov["path"] if isinstance(ov["path"], (list, tuple)) else [ov["path"]]
+            resolved = [Path(x) if Path(x).is_absolute() else root / x for x in paths]
+            for p in resolved:
+                if not p.exists():
+                    raise BundleError(f"{p}: 文件不存在 (file named in overrides[{role!r}] does not exist)")
+                _check_format(role, p)
+            files[role] = resolved
+    return files, ignored
+
+
+def _check_format(role: str, p: Path) -> None:
+    ext = p.suffix.lower()
+    allowed = LAYER_EXTS if role in LAYER_ROLES else TABLE_EXTS
+    if role == "enterprises":
+        allowed = LAYER_EXTS + TABLE_EXTS
+    if ext not in allowed:
+        hint = " — save it as .xlsx (Excel: 另存为 Excel 工作簿)" if ext in (".xls", ".et", ".ods") else ""
+        raise BundleError(
+            f"{p.name}: 不支持的格式 {ext or '(no extension)'} (unsupported format for {role}; "
+            f"use {', '.join(allowed)}){hint}"
+        )
+
+
+def _label(root: Path, p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(p)
+
+
+# --------------------------------------------------------------------------------------------
+# reading one file
+
+
+def _read_one(role, fpath: Path, label: str, ov: dict, crs_arg, rejects: "_Rejects", progress):
+    ext = fpath.suffix.lower()
+    if fpath.stat().st_size == 0:
+        raise BundleError(f"{label}: 文件为空 (file is empty, 0 bytes) — export it again")
+    if ext in LAYER_EXTS:
+        raw, rows, src_crs = _read_layer(role, fpath, label, ov, crs_arg, progress)
+        headers = [c for c in raw.columns if c != "geometry"]
+    else:
+        raw, rows = _read_table(role, fpath, label, ov, progress)
+        headers, src_crs = list(raw.columns), None
+    if len(raw) == 0 and role in REQUIRED_ROLES:
+        raise BundleError(f"{label}: 文件没有数据行 (no data rows) — a {role} file needs at least one row")
+    mapping, conflicts = match_columns(role, headers, ov.get("columns"))
+    if conflicts:
+        raise BundleError(f"{label}: " + "; ".join(conflicts) + " — rename one or map it with overrides[…]['columns']")
+    is_point_layer = role == "enterprises" and ext in LAYER_EXTS
+    if is_point_layer:
+        # lon/lat come from the geometry; attribute columns called lon/lat are kept as extras.
+        mapping = {s: c for s, c in mapping.items() if c not in ("lon", "lat")}
+    _derive_missing(role, raw, mapping, fpath)
+    _require_columns(role, label, mapping, headers, is_point_layer)
+    df = _canonicalize(role, raw, rows, mapping, label, rejects)
+    if role == "enterprises":
+        df = _enterprise_points(df, raw, label, rejects, is_point_layer)
+    elif role in LAYER_ROLES:
+        df = gpd.GeoDataFrame(df, geometry=raw.geometry.values, crs=TARGET_CRS)
+    return df, mapping, src_crs
+
+
+def _derive_missing(role, raw: pd.DataFrame, mapping: dict, fpath: Path) -> None:
+    """Fill required columns a file implies without naming them (documented in data/README.md)."""
+    have = set(mapping.values())
+    if role == "parcels" and "parcel_code" not in have and "unit_code" in have:
+        # A 不动产单元号 starts with the 19-character 宗地代码.
+        src = next(s for s, c in mapping.items() if c == "unit_code")
+        raw["(前19位 of " + src + ")"] = raw[src].astype("string").str.strip().str[:19]
+        mapping["(前19位 of " + src + ")"] = "parcel_code"
+    if role == "metrics" and "year" not in have:
+        m = re.search(r"(19|20)\d{2}", fpath.stem)
+        if m:
+            key = f"(文件名 {fpath.name})"
+            raw[key] = m.group(0)
+            mapping[key] = "year"
+
+
+def _require_columns(role, label, mapping, headers, is_point_layer) -> None:
+    have = set(mapping.values())
+    need = [c for c in REQUIRED_COLUMNS[role] if not (is_point_layer and c in ("lon", "lat"))]
+    missing = [c for c in need if c not in have]
+    from spatial.columns import CHINESE_HEADERS
+
+    zh = CHINESE_HEADERS[role]
+    if missing:
+        raise BundleError(
+            f"{label}: 缺少必需列 " + ", ".join(f"{zh[c]}（{c}）" for c in missing)
+            + f" (missing required column(s) {', '.join(missing)}); columns found: "
+            + (", ".join(map(str, headers)) or "none")
+            + " — rename the column or map it with overrides={'" + role + "': {'columns': {SOURCE: CANONICAL}}}"
+        )
+    one_of = ONE_OF_REQUIRED.get(role)
+    if one_of and not have.intersection(one_of):
+        raise BundleError(
+            f"{label}: 需要列 " + " 或 ".join(f"{zh[c]}（{c}）" for c in one_of)
+            + f" (needs one of {', '.join(one_of)}); columns found: " + ", ".join(map(str, headers))
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# layers (pyogrio)
+
+
+def _read_layer(role, fpath: Path, label: str, ov: dict, crs_arg, progress):
+    ext = fpath.suffix.lower()
+    encoding = ov.get("encoding")
+    if ext == ".shp":
+        _check_shapefile(fpath, label)
+        if encoding is None and not _sidecar(fpath, ".cpg"):
+            encoding = _dbf_encoding(_sidecar(fpath, ".dbf"))
+    layer = ov.get("layer") or _pick_layer(fpath, label, role)
+    cut_utf8 = False
+    try:
+        info = pyogrio.read_info(fpath, layer=layer, encoding=encoding)
+    except UnicodeDecodeError:
+        if ext != ".shp":
+            raise BundleError(f"{label}: 编码错误 (text is not valid in the file's encoding) — export it again as UTF-8")
+        # A UTF-8 .dbf whose Chinese field names were cut mid-character at 10 bytes: GDAL hands
+        # back bytes pyogrio cannot decode. Read as ISO-8859-1 (bytes preserved) and recode.
+        cut_utf8, encoding = True, "ISO-8859-1"
+        info = pyogrio.read_info(fpath, layer=layer, encoding=encoding)
+    except Exception as exc:  # GDAL's message says what is broken (malformed, truncated …)
+        raise BundleError(f"{label}: 无法读取 (cannot read: {exc}) — the file is damaged or truncated; export it again") from exc
+    total = int(info.get("features") or 0)
+    parts, done = [], 0
+    try:
+        # Chunks let progress report on large layers; small ones are read in one go.
+        while True:
+            n = min(CHUNK, total - done) if total > CHUNK else None
+            with warnings.catch_warnings():
+                # GeoJSON merged from tiles repeats feature ids; GDAL renumbers them and says so.
+                # We never use the fid (rows are numbered by position), so the warning is noise.
+                warnings.filterwarnings("ignore", message="Several features with id", category=RuntimeWarning)
+                part = pyogrio.read_dataframe(fpath, layer=layer, encoding=encoding, force_2d=True,
+                                              skip_features=done if total > CHUNK else 0, max_features=n)
+            parts.append(part)
+            done += len(part)
+            if progress:
+                progress(role, done, total or done)
+            if total <= CHUNK or len(part) == 0 or done >= total:
+                break
+    except Exception as exc:
+        raise BundleError(f"{label}: 无法读取 (cannot read: {exc}) — the file is damaged or truncated; export it again") from exc
+    gdf = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf:
+        raise BundleError(f"{label}: 没有几何 (layer has no geometry) — {role} must be a spatial layer")
+    gdf = gdf.reset_index(drop=True)
+    if cut_utf8:
+        gdf = _recode_cut_utf8(gdf)
+    src = _resolve_crs(gdf, label, role, ov.get("crs"), crs_arg)
+    gdf = gdf.set_crs(src, allow_override=True)
+    _check_area_of_use(gdf, label, role, src)
+    out = to_crs_cached(gdf, TARGET_CRS)
+    rows = np.arange(1, len(out) + 1)
+    return out, rows, CRS.from_user_input(src).to_string()
+
+
+@functools.lru_cache(maxsize=64)
+def _transformer(src: str, dst: str) -> Transformer:
+    # Building a Transformer costs PROJ ~0.3 s (operation search in proj.db); a bundle needs the
+    # same few again and again.
+    return Transformer.from_crs(CRS.from_user_input(src), CRS.from_user_input(dst), always_xy=True)
+
+
+def to_crs_cached(gdf: gpd.GeoDataFrame, dst) -> gpd.GeoDataFrame:
+    """``gdf.to_crs(dst)`` with a cached Transformer (same result; geopandas builds a new one each call)."""
+    dst_crs = CRS.from_user_input(dst)
+    if gdf.crs is not None and gdf.crs.equals(dst_crs):
+        return gdf
+    t = _transformer(gdf.crs.to_wkt(), dst_crs.to_wkt())
+
+    def fn(xy):
+        x, y = t.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    geoms = shapely.transform(gdf.geometry.values, fn)
+    return gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=dst_crs))
+
+
+def _sidecar(fpath: Path, ext: str) -> Path | None:
+    for cand in (fpath.with_suffix(ext), fpath.with_suffix(ext.upper())):
+        if cand.exists():
+            return cand
+    return None
+
+
+def _check_shapefile(fpath: Path, label: str) -> None:
+    """Refuse a cut .shp/.dbf: GDAL reads a truncated .shp silently, with the lost features' geometry None.
+
+    Hand-rolled because GDAL does not report it: the .shp header holds the file length (bytes
+    24–27, big-endian, 16-bit words) and the .dbf header the record count and sizes.
+    """
+    if _sidecar(fpath, ".shx") is None:
+        raise BundleError(f"{label}: 缺少 .shx 文件 (missing {fpath.stem}.shx) — copy all Shapefile parts (.shp .shx .dbf .prj .cpg)")
+    size = fpath.stat().st_size
+    with open(fpath, "rb") as fh:
+        head = fh.read(100)
+    if len(head) < 100 or struct.unpack(">i", head[0:4])[0] != 9994:
+        raise BundleError(f"{label}: 不是有效的 Shapefile (not a valid .shp: bad header) — export it again")
+    declared = struct.unpack(">i", head[24:28])[0] * 2
+    if size < declared:
+        raise BundleError(
+            f"{label}: 文件被截断 (truncated: {size} of {declared} bytes) — copy or export the Shapefile again"
+        )
+    dbf = _sidecar(fpath, ".dbf")
+    if dbf is not None:
+        with open(dbf, "rb") as fh:
+            dh = fh.read(12)
+        if len(dh) == 12:
+            n, hlen, rlen = struct.unpack("<IHH", dh[4:12])
+            if dbf.stat().st_size < hlen + n * rlen:
+                raise BundleError(f"{dbf.name}: 文件被截断 (truncated .dbf: {dbf.stat().st_size} of {hlen + n * rlen} bytes) — export it again")
+
+
+def _dbf_encoding(dbf: Path | None, sample_bytes: int = 8 << 20) -> str | None:
+    """Encoding of a .dbf without .cpg: UTF-8 if its bytes decode as UTF-8, else GBK (gb18030).
+
+    GDAL falls back to ISO-8859-1 when a .dbf has no .cpg and no language byte, which turns GBK
+    field names and values into mojibake; trying to decode is reliable because GBK text is
+    almost never valid UTF-8. Field names are tried one by one, tolerating a character cut at the
+    10-byte limit (UTF-8 Chinese names are cut mid-character). Pure ASCII → None.
+    """
+    if dbf is None:
+        return None
+    with open(dbf, "rb") as fh:
+        data = fh.read(sample_bytes)
+    if len(data) < 32:
+        return None
+    hlen = struct.unpack("<H", data[8:10])[0]
+    names = [data[i:i + 11].split(b"\0")[0] for i in range(32, min(hlen, len(data)) - 31, 32)
+             if data[i:i + 1] != b"\r"]
+    records = data[hlen:]
+    if max(records, default=0) < 0x80 and all(max(n, default=0) < 0x80 for n in names):
+        return None
+    for enc in ("utf-8", "gb18030"):
+        try:
+            codecs.getincrementaldecoder(enc)().decode(records, final=False)
+            for n in names:
+                codecs.getincrementaldecoder(enc)().decode(n, final=False)
+            return "UTF-8" if enc == "utf-8" else "GB18030"
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def _recode_cut_utf8(gdf):
+    """Names and text read as ISO-8859-1 → UTF-8, dropping a character cut at the 10-byte limit."""
+    fix = lambda v: v.encode("latin-1").decode("utf-8", errors="ignore") if isinstance(v, str) else v  # noqa: E731
+    for c in gdf.columns:
+        if c != "geometry" and (gdf[c].dtype == object or pd.api.types.is_string_dtype(gdf[c])):
+            gdf[c] = gdf[c].map(fix)
+    return gdf.rename(columns={c: fix(c) for c in gdf.columns if c != "geometry"})
+
+
+def _pick_layer(fpath: Path, label: str, role: str) -> str | None:
+    if fpath.suffix.lower() != ".gpkg":
+        return None
+    try:
+        layers = [str(x[0]) for x in pyogrio.list_layers(fpath)]
+    except Exception as exc:
+        raise BundleError(f"{label}: 无法读取 (cannot read: {exc}) — the file is damaged or truncated; export it again") from exc
+    if len(layers) <= 1:
+        return layers[0] if layers else None
+    for cand in (role, fpath.stem):
+        if cand in layers:
+            return cand
+    raise BundleError(
+        f"{label}: 有多个图层 {', '.join(layers)} (several layers) — name one with "
+        f"overrides={{'{role}': {{'layer': '...'}}}}"
+    )
+
+
+def _resolve_crs(gdf, label, role, forced, crs_arg):
+    if forced is not None:
+        return forced
+    if gdf.crs is not None:
+        return gdf.crs
+    if crs_arg is not None:
+        return crs_arg
+    guess = _guess_crs(gdf.total_bounds)
+    raise BundleError(
+        f"{label}: 没有坐标系 (layer has no CRS: no .prj or CRS metadata){guess} — add the .prj, or give "
+        f"the CRS: `mujun import DIR --crs EPSG:4549` (read_bundle(..., crs='EPSG:4549'))"
+    )
+
+
+def _guess_crs(bounds) -> str:
+    minx, miny, maxx, maxy = (float(v) for v in bounds)
+    if not np.isfinite(minx):
+        return ""
+    if -180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90:
+        return "; coordinates look like longitude/latitude (经纬度): probably EPSG:4490 (CGCS2000) or EPSG:4326"
+    zone = int(minx // 1_000_000)
+    if 1e7 <= minx and maxx < 1e8 and int(maxx // 1_000_000) == zone and 0 < miny < 1e7:
+        if 25 <= zone <= 45:
+            return (f"; eastings start with {zone}: CGCS2000 3-degree Gauss-Krüger zone {zone} with zone prefix, "
+                    f"EPSG:{4513 + zone - 25} (CM {zone * 3}°E)")
+        if 13 <= zone <= 23:
+            return (f"; eastings start with {zone}: CGCS2000 6-degree Gauss-Krüger zone {zone} with zone prefix, "
+                    f"EPSG:{4491 + zone - 13}")
+    if 0 < minx and maxx < 1_000_000 and 1e6 < miny < 1e7:
+        return ("; coordinates look like Gauss-Krüger metres without zone prefix: one of EPSG:4534–4554 "
+                "(e.g. EPSG:4549 for CM 120°E; the coordinates cannot tell which zone)")
+    return ""
+
+
+def _check_area_of_use(gdf, label, role, src) -> None:
+    """Refuse coordinates that cannot be in the CRS they are labelled with (GK metres labelled 4326)."""
+    crs = CRS.from_user_input(src)
+    bounds = gdf.total_bounds
+    if len(gdf) == 0 or not np.all(np.isfinite(bounds)):
+        return
+    minx, miny, maxx, maxy = bounds
+    if crs.is_geographic:
+        lon = np.array([minx, maxx])
+        lat = np.array([miny, maxy])
+    else:
+        t = _transformer(crs.to_wkt(), "EPSG:4326")
+        lon, lat = t.transform(np.array([minx, maxx, minx, maxx]), np.array([miny, miny, maxy, maxy]))
+        # Past the domain of the projection PROJ returns inf; check the round trip too.
+        if np.all(np.isfinite(lon)):
+            bx, by = _transformer("EPSG:4326", crs.to_wkt()).transform(lon, lat)
+            if not np.allclose(bx, [minx, maxx, minx, maxx], atol=1.0) or not np.allclose(by, [miny, miny, maxy, maxy], atol=1.0):
+                lon = np.array([np.inf])
+    aou = crs.area_of_use
+    ok = np.all(np.isfinite(lon)) and np.all(np.isfinite(lat)) and np.all(np.abs(lat) <= 90) and np.all(np.abs(lon) <= 180)
+    if ok and aou is not None:
+        w, s, e, n = aou.bounds
+        m = _AOU_MARGIN_DEG
+        if e < w:  # area of use across the antimeridian: only the latitude test is meaningful
+            ok = bool(np.all((lat >= s - m) & (lat <= n + m)))
+        else:
+            ok = bool(np.all((lon >= w - m) & (lon <= e + m) & (lat >= s - m) & (lat <= n + m)))
+    if not ok:
+        where = f" ({aou.name.rstrip('.')}: {aou.west}…{aou.east}°E, {aou.south}…{aou.north}°N)" if aou is not None else ""
+        raise BundleError(
+            f"{label}: 坐标与坐标系不符 (coordinates ({minx:.6g}, {miny:.6g})–({maxx:.6g}, {maxy:.6g}) lie outside "
+            f"the area of use of {crs.to_string()}{where}: the .prj / CRS metadata is probably wrong){_guess_crs(bounds)}"
+            f" — fix the .prj, or replace the CRS with overrides={{'{role}': {{'crs': 'EPSG:…'}}}}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# tables (csv, xlsx)
+
+
+def _read_table(role, fpath: Path, label: str, ov: dict, progress) -> tuple[pd.DataFrame, np.ndarray]:
+    if fpath.suffix.lower() == ".csv":
+        return _read_csv(role, fpath, label, ov, progress)
+    return _read_xlsx(role, fpath, label, ov, progress)
+
+
+def _csv_encoding(fpath: Path, label: str) -> str:
+    """utf-8-sig → utf-8 → gb18030, the first that decodes the whole file (streamed, 4 MB at a time)."""
+    for enc in ("utf-8-sig", "gb18030"):
+        dec = codecs.getincrementaldecoder(enc)()
+        try:
+            with open(fpath, "rb") as fh:
+                while chunk := fh.read(4 << 20):
+                    dec.decode(chunk)
+                dec.decode(b"", final=True)
+            return enc
+        except UnicodeDecodeError:
+            continue
+    raise BundleError(f"{label}: 无法识别编码 (not UTF-8 or GBK text) — save it as CSV UTF-8 (Excel: CSV UTF-8)")
+
+
+def _read_csv(role, fpath, label, ov, progress):
+    enc = ov.get("encoding") or _csv_encoding(fpath, label)
+    with open(fpath, encoding=enc, newline="") as fh:
+        sample = fh.read(64 << 10)
+    if not sample.strip():
+        raise BundleError(f"{label}: 文件为空 (file is empty) — export it again")
+    try:
+        delim = csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
+    except csv.Error:
+        delim = ","
+    # The csv module reads the first rows: ragged title lines above the header trip pandas' parser.
+    head_rows = []
+    for i, rec in enumerate(csv.reader(sample.splitlines(), delimiter=delim)):
+        if i >= _HEADER_SCAN_ROWS:
+            break
+        head_rows.append(rec)
+    hidx, names = _detect_header(role, head_rows, ov.get("columns"), label=label)
+    total = max(sample.count("\n"), 1) if len(sample) < (64 << 10) else _count_lines(fpath)
+    parts, first = [], hidx + 2  # spreadsheet line number of the first data row
+    try:
+        reader = pd.read_csv(fpath, encoding=enc, sep=delim, header=None, skiprows=hidx + 1, dtype=str,
+                             keep_default_na=False, na_filter=False, skip_blank_lines=False, chunksize=CHUNK,
+                             names=range(len(names)), index_col=False)
+        done = 0
+        for chunk in reader:
+            parts.append(chunk)
+            done += len(chunk)
+            if progress:
+                progress(role, done, max(total - hidx - 1, done))
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{label}: 无法解析 (cannot parse CSV: {exc}) — check quotes and the number of fields") from exc
+    raw = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=range(len(names)))
+    raw.columns = names
+    rows = np.arange(first, first + len(raw))
+    return _drop_blank(raw, rows)
+
+
+def _count_lines(fpath: Path) -> int:
+    n = 0
+    with open(fpath, "rb") as fh:
+        while chunk := fh.read(8 << 20):
+            n += chunk.count(b"\n")
+    return n
+
+
+def _read_xlsx(role, fpath, label, ov, progress):
+    import openpyxl
+
+    try:
+        wb = openpyxl.load_workbook(fpath, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise BundleError(f"{label}: 无法读取 (cannot read xlsx: {exc}) — the file is damaged or truncated; save it again in Excel") from exc
+    try:
+        sheet = ov.get("layer")
+        if sheet is not None and sheet not in wb.sheetnames:
+            raise BundleError(f"{label}: 没有工作表 {sheet!r} (no such sheet); sheets: {', '.join(wb.sheetnames)}")
+        # The named sheet, else the first sheet where a header is recognised.
+        candidates = [sheet] if sheet else wb.sheetnames
+        best = None
+        for name in candidates:
+            ws = wb[name]
+            head = [list(r) for r in ws.iter_rows(min_row=1, max_row=_HEADER_SCAN_ROWS, values_only=True)]
+            head = [[_cell_str(v) for v in r] for r in head]
+            hidx, names, score = _detect_header(role, head, ov.get("columns"), with_score=True, label=label)
+            if best is None or score > best[3]:
+                best = (name, hidx, names, score)
+            if score > 0:
+                break
+        name, hidx, names, _ = best
+        ws = wb[name]
+        total = (ws.max_row or 0) - hidx - 1
+        data, done = [], 0
+        width = len(names)
+        try:
+            for r in ws.iter_rows(min_row=hidx + 2, values_only=True):
+                r = list(r[:width]) + [None] * (width - len(r))
+                data.append([_cell_str(v) for v in r])
+                done += 1
+                if progress and done % CHUNK == 0:
+                    progress(role, done, max(total, done))
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise BundleError(f"{label}: 无法读取 (cannot read xlsx: {exc}) — the file is damaged or truncated") from exc
+        if progress:
+            progress(role, done, done)
+    finally:
+        wb.close()
+    raw = pd.DataFrame(data, columns=names, dtype=object) if data else pd.DataFrame(columns=names, dtype=object)
+    raw = raw.astype("string").fillna("")
+    rows = np.arange(hidx + 2, hidx + 2 + len(raw))
+    return _drop_blank(raw, rows)
+
+
+def _cell_str(v) -> str:
+    """A cell as text: integral floats without '.0' (Excel stores 2024 as 2024.0), dates as ISO."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "是" if v else "否"
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+    if isinstance(v, _dt.datetime):
+        return v.date().isoformat() if v.time() == _dt.time(0) else v.isoformat(sep=" ")
+    if isinstance(v, _dt.date):
+        return v.isoformat()
+    return str(v)
+
+
+def _drop_blank(raw: pd.DataFrame, rows: np.ndarray):
+    if len(raw) == 0:
+        return raw, rows
+    blank = np.ones(len(raw), dtype=bool)
+    for c in raw.columns:
+        blank &= (raw[c].astype("string").fillna("").str.strip() == "").to_numpy(dtype=bool)
+    keep = ~blank
+    return raw.loc[keep].reset_index(drop=True), rows[keep]
+
+
+def _detect_header(role, rows: list[list[str]], extra=None, with_score=False, label=""):
+    """Find the header among the first rows; combine a 2-row header.
+
+    Each row r is scored by the number of canonical columns its cells name, where an empty cell
+    takes the text of the cell above (a header cell merged vertically over two rows keeps its
+    text in the upper row only; a title row merged across the top is skipped because it names
+    nothing). The best row wins; ties go to the upper row. Returns (row index, column names).
+    """
+    best_score, best_r, best_names = -1, 0, None
+    for r in range(len(rows)):
+        names = _combined_names(rows, r)
+        if not any(names):
+            continue
+        mapping, _ = match_columns(role, names, extra)
+        score = len(set(mapping.values()))
+        if score > best_score:
+            best_score, best_r, best_names = score, r, names
+    if best_names is None:
+        raise BundleError(f"{label}: 文件为空 (no header row found: the first rows are empty) — export it again")
+    score, r, names = best_score, best_r, best_names
+    names = _unique([n if n else f"第{i + 1}列" for i, n in enumerate(names)])
+    return (r, names, score) if with_score else (r, names)
+
+
+def _combined_names(rows, r) -> list[str]:
+    lower = [str(x).strip() if x is not None else "" for x in rows[r]]
+    if r == 0:
+        return lower
+    upper = [str(x).strip() if x is not None else "" for x in rows[r - 1]]
+    upper += [""] * (len(lower) - len(upper))
+    # Vertical merge: lower cell empty → the upper cell's text. Only when the upper row is a
+    # header-like row (several cells), not a one-cell title.
+    if sum(1 for u in upper if u) < 2:
+        return lower
+    return [lo if lo else up for lo, up in zip(lower, upper)]
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        if n in seen:
+            seen[n] += 1
+            out.append(f"{n}.{seen[n]}")
+        else:
+            seen[n] = 0
+            out.append(n)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# canonical columns and types
+
+
+class _Rejects:
+    """Collects reject rows column-wise (vectorised: one call per rule, not per row)."""
+
+    def __init__(self, frame: pd.DataFrame | None = None):
+        self.parts: list[pd.DataFrame] = [] if frame is None or len(frame) == 0 else [frame]
+
+    def add(self, file, rows, field, values, reason, severity="error") -> None:
+        rows = np.asarray(rows)
+        if rows.size == 0:
+            return
+        n = rows.size
+        vals = pd.Series(values, dtype=object) if not np.isscalar(values) else pd.Series([values] * n, dtype=object)
+        self.parts.append(pd.DataFrame({
+            "file": np.broadcast_to(np.asarray(file, dtype=object), n),
+            "row": rows.astype("int64"),
+            "field": field,
+            "value": vals.map(_value_text).to_numpy(dtype=object),
+            "reason": np.broadcast_to(np.asarray(reason, dtype=object), n),
+            "severity": severity,
+        }))
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else object) for c in REJECT_COLUMNS})
+        out = pd.concat(self.parts, ignore_index=True)[REJECT_COLUMNS]
+        return out.astype({"row": "int64"})
+
+
+def _value_text(v) -> str:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        if np.isnan(v):
+            return ""
+        return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
+    return str(v)
+
+
+def _missing_mask(s: pd.Series) -> np.ndarray:
+    if not (pd.api.types.is_string_dtype(s) or s.dtype == object):
+        return s.isna().to_numpy()
+    t = s.astype("string").str.strip().str.lower()
+    return (t.isna() | t.isin(_MISSING_TOKENS)).to_numpy(dtype=bool)
+
+
+def _as_text(s: pd.Series, strip: bool = True) -> pd.Series:
+    """Text column: missing tokens → NA, stripped unless ``strip=False``. Pandas' default ``str`` dtype."""
+    out = s.astype("string")
+    if strip:
+        out = out.str.strip()
+    out = out.mask(pd.Series(_missing_mask(s), index=s.index))
+    return out.astype("str")
+
+
+def _as_code(s: pd.Series) -> pd.Series:
+    """An identifier: NFKC (full-width → ASCII), upper case, inner spaces removed."""
+    t = _as_text(s).str.normalize("NFKC")
+    return t.str.replace(r"\s+", "", regex=True).str.upper()
+
+
+def _as_number(s: pd.Series, kind: str, label, rows, field, rejects):
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        num = s.astype("float64")
+        bad = np.zeros(len(s), dtype=bool)
+    else:
+        miss = _missing_mask(s)
+        t = s.astype("string").str.strip().str.normalize("NFKC")
+        t = t.str.replace(",", "", regex=False).str.replace(" ", "", regex=False)
+        num = pd.to_numeric(t.mask(pd.Series(miss, index=s.index)), errors="coerce").astype("float64")
+        bad = num.isna().to_numpy() & ~miss
+        if bad.any():
+            rejects.add(label, rows[bad], field, s[bad].to_numpy(dtype=object),
+                        "非数值 (not a number)", "error")
+    if kind == "int":
+        frac = num.notna().to_numpy() & (np.mod(num.fillna(0).to_numpy(), 1) != 0)
+        if frac.any():
+            rejects.add(label, rows[frac], field, num[frac].to_numpy(), "应为整数 (not an integer)", "error")
+            num = num.mask(pd.Series(frac, index=s.index))
+        return num.round().astype("Int64")
+    return num
+
+
+_DATE_CLEAN = re.compile(r"[年月./]")
+
+
+def _as_date(s, label, rows, field, rejects):
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return s
+    miss = _missing_mask(s)
+    t = s.astype("string").str.strip().str.replace("日", "", regex=False)
+    t = t.str.replace(_DATE_CLEAN, "-", regex=True).str.strip("-")
+    t = t.mask(pd.Series(miss, index=s.index))
+    out = pd.to_datetime(t, errors="coerce", format="mixed", yearfirst=True)
+    bad = out.isna().to_numpy() & ~miss
+    if bad.any():
+        rejects.add(label, rows[bad], field, s[bad].to_numpy(dtype=object), "无法识别的日期 (unreadable date, set empty)", "warning")
+    return out
+
+
+_TRUE = {"是", "y", "yes", "true", "1", "t", "已登记", "登记", "√"}
+_FALSE = {"否", "n", "no", "false", "0", "f", "未登记", "×"}
+
+
+def _as_bool(s, label, rows, field, rejects):
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype("boolean")
+    miss = _missing_mask(s)
+    t = s.astype("string").str.strip().str.lower()
+    out = pd.Series(pd.NA, index=s.index, dtype="boolean")
+    out[t.isin(_TRUE).fillna(False).to_numpy(dtype=bool)] = True
+    out[t.isin(_FALSE).fillna(False).to_numpy(dtype=bool)] = False
+    bad = out.isna().to_numpy() & ~miss
+    if bad.any():
+        rejects.add(label, rows[bad], field, s[bad].to_numpy(dtype=object), "应为 是/否 (not yes/no, set empty)", "warning")
+    return out
+
+
+_CODE_COLUMNS = {"parcel_code", "unit_code", "uscc", "owner_uscc", "user_uscc", "tenant_uscc", "landlord_uscc",
+                 "industry_code", "building_id"}
+# Free text kept exactly as written (names are compared with other registers character by
+# character); categories (镇街, 用途, 规模 …) are stripped so they group.
+_VERBATIM_COLUMNS = {"name", "owner_name", "address", "location", "note", "reason", "by", "flags"}
+_EMPTY = {"str": "str", "float": "float64", "int": "Int64", "date": "datetime64[ns]", "bool": "boolean"}
+
+
+def _canonicalize(role, raw: pd.DataFrame, rows, mapping: dict, label: str, rejects: _Rejects) -> pd.DataFrame:
+    cols = {}
+    for src, canon in mapping.items():
+        s = raw[src].reset_index(drop=True)
+        kind = DTYPES[role][canon]
+        if kind == "str":
+            if canon in _CODE_COLUMNS:
+                cols[canon] = _as_code(s)
+            else:
+                cols[canon] = _as_text(s, strip=canon not in _VERBATIM_COLUMNS)
+        elif kind in ("float", "int"):
+            cols[canon] = _as_number(s, kind, label, rows, canon, rejects)
+        elif kind == "date":
+            cols[canon] = _as_date(s, label, rows, canon, rejects)
+        else:
+            cols[canon] = _as_bool(s, label, rows, canon, rejects)
+    n = len(raw)
+    out = pd.DataFrame(index=pd.RangeIndex(n))
+    for c in COLUMNS[role]:
+        out[c.name] = cols[c.name] if c.name in cols else pd.Series([None] * n, dtype=_EMPTY[c.dtype])
+    if role == "corrections":
+        out["action"] = _normalize_action(out["action"])
+    for src in raw.columns:
+        if src not in mapping and src != "geometry":
+            out[EXTRA_PREFIX + str(src)] = raw[src].reset_index(drop=True).to_numpy()
+    out["_file"] = label
+    out["_row"] = np.asarray(rows, dtype="int64")
+    return out
+
+
+_ACTIONS = {"add": "add", "添加": "add", "新增": "add", "增加": "add", "+": "add",
+            "remove": "remove", "删除": "remove", "移除": "remove", "去除": "remove", "-": "remove"}
+
+
+def _normalize_action(s: pd.Series) -> pd.Series:
+    # Unknown actions stay as written; validate_bundle rejects them naming the value.
+    return s.map(lambda v: _ACTIONS.get(str(v).strip().lower(), v) if isinstance(v, str) else v).astype("str")
+
+
+# --------------------------------------------------------------------------------------------
+# enterprises: coordinates per row
+
+
+def _enterprise_points(df: pd.DataFrame, raw, label, rejects: _Rejects, is_point_layer: bool) -> gpd.GeoDataFrame:
+    """Points in EPSG:4490 from per-row lon/lat and 坐标系 (GCJ-02/BD-09 converted with to_cgcs2000)."""
+    rows = df["_row"].to_numpy()
+    if is_point_layer:
+        geom = raw.geometry.reset_index(drop=True)
+        non_point = geom.notna().to_numpy() & ~geom.geom_type.isin(["Point"]).to_numpy()
+        if non_point.any():
+            rejects.add(label, rows[non_point], "geometry", geom[non_point].geom_type.to_numpy(),
+                        "企业图层应为点 (enterprise layer geometry must be a Point)", "error")
+        pts = geom.where(~pd.Series(non_point))
+        has = pts.notna().to_numpy() & ~np.asarray(shapely.is_empty(pts.values), dtype=bool)
+        lon = np.full(len(df), np.nan)
+        lat = np.full(len(df), np.nan)
+        lon[has] = shapely.get_x(pts.values[has])
+        lat[has] = shapely.get_y(pts.values[has])
+    else:
+        lon = df["lon"].to_numpy(dtype="float64", na_value=np.nan)
+        lat = df["lat"].to_numpy(dtype="float64", na_value=np.nan)
+    # 坐标系: normalise each distinct value once (2M rows hold a handful of values).
+    cs_raw = df["coord_sys"]
+    uniq = pd.unique(cs_raw.astype(object))
+    lut = {u: normalize_coord_sys(u) for u in uniq}
+    cs = cs_raw.astype(object).map(lut)
+    unknown = cs.isna().to_numpy()
+    if unknown.any():
+        rejects.add(label, rows[unknown], "coord_sys", cs_raw[unknown].to_numpy(dtype=object),
+                    "未知坐标系，应为 wgs84/cgcs2000/gcj02/bd09 (unknown coord_sys)", "error")
+    has_lon, has_lat = ~np.isnan(lon), ~np.isnan(lat)
+    half = has_lon ^ has_lat
+    if half.any():
+        rejects.add(label, rows[half], "lon" if (~has_lon[half]).all() else "lon/lat",
+                    [f"{a}, {b}" for a, b in zip(lon[half], lat[half])],
+                    "经纬度不完整 (only one of lon/lat given)", "error")
+    both = has_lon & has_lat
+    out_range = both & ((np.abs(lon) > 180) | (np.abs(lat) > 90))
+    if out_range.any():
+        rejects.add(label, rows[out_range], "lon/lat", [f"{a}, {b}" for a, b in zip(lon[out_range], lat[out_range])],
+                    "经纬度超出范围 (lon/lat out of range: projected metres in a lon/lat column?)", "error")
+    # Swapped columns: latitude values in the lon column, in China's range.
+    swapped = both & (lon > 3) & (lon < 54) & (lat > 73) & (lat < 136)
+    if swapped.any():
+        rejects.add(label, rows[swapped], "lon/lat", [f"{a}, {b}" for a, b in zip(lon[swapped], lat[swapped])],
+                    "经纬度疑似颠倒 (lon and lat look swapped)", "error")
+    ok = both & ~unknown & ~out_range & ~swapped
+    x = np.full(len(df), np.nan)
+    y = np.full(len(df), np.nan)
+    if ok.any():
+        x[ok], y[ok] = to_cgcs2000(lon[ok], lat[ok], cs.to_numpy(dtype=object)[ok])
+    df = df.copy()
+    df["coord_sys"] = cs.fillna(cs_raw.astype(object)).astype("str")
+    df["lon_src"] = np.where(both, lon, np.nan)
+    df["lat_src"] = np.where(both, lat, np.nan)
+    df["lon"] = x
+    df["lat"] = y
+    geometry = np.empty(len(df), dtype=object)
+    geometry[:] = None
+    if ok.any():
+        geometry[ok] = shapely.points(x[ok], y[ok])
+    front = [c for c in df.columns if not c.startswith("_")] + ["_file", "_row"]
+    return gpd.GeoDataFrame(df[front], geometry=gpd.GeoSeries(geometry, crs=TARGET_CRS), crs=TARGET_CRS)
+
+
+def _concat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    if len(parts) == 1:
+        return parts[0]
+    out = pd.concat(parts, ignore_index=True)
+    if isinstance(parts[0], gpd.GeoDataFrame):
+        out = gpd.GeoDataFrame(out, geometry="geometry", crs=TARGET_CRS)
+    return out
