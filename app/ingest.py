@@ -24,6 +24,7 @@ from app import db, store
 from app.models import METRIC_COLUMNS, SRID, import_batches, import_rejects
 from app.settings import Settings, get_settings
 from spatial.crs import metric_crs_for
+from spatial.identifiers import is_parcel_code
 from spatial.identity import build_land
 from spatial.io import Bundle, BundleError, read_bundle
 from spatial.validate import validate_bundle
@@ -141,19 +142,24 @@ def _land(bundle: Bundle, settings: Settings) -> gpd.GeoDataFrame:
         defacto.to_crs(metric) if defacto is not None and len(defacto) else None,
         attach_tolerance_m=settings.attach_tolerance_m,
         small_piece_mu=settings.small_piece_mu,
+        county_code=_county_code(parcels),
     )
     land = land.to_crs(SRID)
-    # build_land keeps what identifies land; the registered attributes come from the parcels.
+    # build_land carries the registered attributes; the county's extra columns join by code.
     extra = parcels.drop(columns="geometry").drop_duplicates("parcel_code")
-    keep = ["parcel_code", *[c for c in _PARCEL_ATTR_COLS if c in extra.columns]]
-    attrs = extra[keep].assign(attrs=_attrs(extra, set(_PARCEL_ATTR_COLS) | {
-        "parcel_code", "owner_uscc", "township", "registered"}))
-    registered = land["kind"] == "registered"
-    merged = land.loc[registered].merge(attrs, on="parcel_code", how="left")
-    land = pd.concat([merged, land.loc[~registered]], ignore_index=True)
-    if defacto is not None and "note" in defacto.columns and "note" not in land.columns:
-        land["note"] = pd.NA
+    attrs = pd.Series(_attrs(extra, set(_PARCEL_ATTR_COLS) | {"parcel_code", "owner_uscc", "township", "registered"}),
+                      index=extra["parcel_code"].to_numpy())
+    code = land["source_parcel_code"].fillna(land["parcel_code"]).where(land["kind"] != "defacto_attached")
+    land["attrs"] = [a if isinstance(a, dict) else {} for a in code.map(attrs)]
     return gpd.GeoDataFrame(land, geometry="geometry", crs=SRID)
+
+
+def _county_code(parcels: pd.DataFrame) -> str | None:
+    """The county (first 6 digits of most GB/T 37346 parcel codes), so de-facto land codes say
+    where they are (``D-330999-…``); None for data without such codes."""
+    codes = parcels["parcel_code"].dropna().astype(str)
+    codes = codes[codes.map(is_parcel_code)]
+    return codes.str[:6].mode().iloc[0] if len(codes) else None
 
 
 def _attrs(df: pd.DataFrame, known: set[str]) -> list[dict]:
@@ -164,7 +170,8 @@ def _attrs(df: pd.DataFrame, known: set[str]) -> list[dict]:
     records = df[extra_cols].to_dict("records") if extra_cols else [{}] * len(df)
     for b, r in zip(base, records):
         d = dict(b) if isinstance(b, dict) else {}
-        d.update({k: _json_value(v) for k, v in r.items() if not _is_na(v)})
+        # spatial.io prefixes unknown columns with "x_"; the archive keeps the county's own name.
+        d.update({k[2:] if k.startswith("x_") else k: _json_value(v) for k, v in r.items() if not _is_na(v)})
         out.append(d)
     return out
 
@@ -205,7 +212,9 @@ def _load_tables(conn: sa.Connection, bundle: Bundle, land: gpd.GeoDataFrame, pr
     t = bundle.tables
     counts: dict[str, dict[str, int]] = {}
 
-    ent = t["enterprises"]
+    ent = t.get("enterprises")
+    if ent is None:  # a land-only bundle (e.g. a cadastre update)
+        ent = gpd.GeoDataFrame({c: [] for c in _ENTERPRISE_COLS}, geometry=[], crs=SRID)
     ent_rows = _frame(ent, _ENTERPRISE_COLS)
     ent_rows["attrs"] = _attrs(ent, set(_ENTERPRISE_COLS))
     ent_rows = gpd.GeoDataFrame(ent_rows, geometry=gpd.GeoSeries(ent.geometry.values, index=ent.index), crs=SRID)

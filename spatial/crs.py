@@ -183,17 +183,22 @@ def gk_zone_epsg(longitude: float) -> int:
     return 4534 + (cm - 75) // 3
 
 
-def metric_crs_for(gdf) -> int:
-    """A metric CRS (EPSG code) to compute areas and distances for a layer: its GK zone.
+def metric_crs_for(gdf):
+    """A metric CRS to compute areas and distances for a layer: its Gauss-Krüger zone.
 
-    A layer already in a projected CRS keeps it; a geographic one gets the 3-degree zone of the
-    centre of its bounds (Zhejiang data spans the 117°E, 120°E and 123°E zones, so the zone is
-    chosen from the data, never assumed).
+    A layer already in a projected CRS keeps it; a geographic one in China gets the CGCS2000
+    3-degree zone of the centre of its bounds (Zhejiang data spans the 117°E, 120°E and 123°E
+    zones, so the zone is chosen from the data, never assumed). Data outside China (test data,
+    foreign cadastres) gets its UTM zone instead.
     """
     crs = gdf.crs
     if crs is not None and crs.is_projected:
-        return int(crs.to_epsg() or 0) or crs
-    minx, miny, maxx, maxy = gdf.to_crs(4490).total_bounds if crs is not None else gdf.total_bounds
+        return crs.to_epsg() or crs
+    geo = gdf.to_crs(4490) if crs is not None else gdf
+    minx, miny, maxx, maxy = geo.total_bounds
     if not np.isfinite(minx):
         return 4549
-    return gk_zone_epsg((minx + maxx) / 2.0)
+    lon, lat = (minx + maxx) / 2.0, (miny + maxy) / 2.0
+    if 73.0 <= lon <= 136.0 and 3.0 <= lat <= 54.0:
+        return gk_zone_epsg(lon)
+    return geo.set_crs(4326, allow_override=True).estimate_utm_crs().to_epsg()

@@ -45,7 +45,6 @@ GBT4754_DIVISIONS = {
 
 # Areas of parcels in China are computed in their GK zone; outside China (test data from France,
 # Liechtenstein) a GK zone clamped to 75°E would be wildly distorted, so the UTM zone is used.
-_CHINA_LON = (73.0, 136.0)
 
 
 def validate_bundle(bundle: Bundle, *, overlap_tolerance_m2: float = 1.0, year_range=None,
@@ -365,13 +364,6 @@ class _Ref:
         _add(self.rej, df, miss, col, s, reasons, severity)
 
 
-def _metric_crs(gdf):
-    minx, _, maxx, _ = gdf.total_bounds
-    if np.isfinite(minx) and _CHINA_LON[0] <= (minx + maxx) / 2 <= _CHINA_LON[1]:
-        return metric_crs_for(gdf)
-    return gdf.estimate_utm_crs()
-
-
 def _check_overlaps(gdf, tolerance, rej):
     """Warn on parcels overlapping another parcel by more than ``tolerance`` m².
 
@@ -382,7 +374,7 @@ def _check_overlaps(gdf, tolerance, rej):
     if geom_ok.sum() < 2:
         return
     sub = gdf.loc[geom_ok]
-    metric = to_crs_cached(sub, _metric_crs(sub)).geometry.values
+    metric = to_crs_cached(sub, metric_crs_for(sub)).geometry.values
     tree = shapely.STRtree(metric)
     left, right = tree.query(metric, predicate="intersects")
     keep = left < right
