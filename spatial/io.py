@@ -645,46 +645,40 @@ def _count_lines(fpath: Path) -> int:
 
 
 def _read_xlsx(role, fpath, label, ov, progress):
-    import openpyxl
+    # calamine (Rust) parses xlsx ~20x faster than openpyxl: a county's 15k-row sheets take a
+    # second instead of half a minute. Merged cells come back as the top-left value, like Excel.
+    from python_calamine import CalamineError, CalamineWorkbook
 
     try:
-        wb = openpyxl.load_workbook(fpath, read_only=True, data_only=True)
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        wb = CalamineWorkbook.from_path(str(fpath))
+    except (CalamineError, OSError, ValueError) as exc:
         raise BundleError(f"{label}: 无法读取 (cannot read xlsx: {exc}) — the file is damaged or truncated; save it again in Excel") from exc
-    try:
-        sheet = ov.get("layer")
-        if sheet is not None and sheet not in wb.sheetnames:
-            raise BundleError(f"{label}: 没有工作表 {sheet!r} (no such sheet); sheets: {', '.join(wb.sheetnames)}")
-        # The named sheet, else the first sheet where a header is recognised.
-        candidates = [sheet] if sheet else wb.sheetnames
-        best = None
-        for name in candidates:
-            ws = wb[name]
-            head = [list(r) for r in ws.iter_rows(min_row=1, max_row=_HEADER_SCAN_ROWS, values_only=True)]
-            head = [[_cell_str(v) for v in r] for r in head]
-            hidx, names, score = _detect_header(role, head, ov.get("columns"), with_score=True, label=label)
-            if best is None or score > best[3]:
-                best = (name, hidx, names, score)
-            if score > 0:
-                break
-        name, hidx, names, _ = best
-        ws = wb[name]
-        total = (ws.max_row or 0) - hidx - 1
-        data, done = [], 0
-        width = len(names)
+    sheet = ov.get("layer")
+    if sheet is not None and sheet not in wb.sheet_names:
+        raise BundleError(f"{label}: 没有工作表 {sheet!r} (no such sheet); sheets: {', '.join(wb.sheet_names)}")
+    # The named sheet, else the first sheet where a header is recognised.
+    best = None
+    for name in [sheet] if sheet else wb.sheet_names:
         try:
-            for r in ws.iter_rows(min_row=hidx + 2, values_only=True):
-                r = list(r[:width]) + [None] * (width - len(r))
-                data.append([_cell_str(v) for v in r])
-                done += 1
-                if progress and done % CHUNK == 0:
-                    progress(role, done, max(total, done))
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            values = wb.get_sheet_by_name(name).to_python(skip_empty_area=False)
+        except (CalamineError, OSError, ValueError) as exc:
             raise BundleError(f"{label}: 无法读取 (cannot read xlsx: {exc}) — the file is damaged or truncated") from exc
-        if progress:
-            progress(role, done, done)
-    finally:
-        wb.close()
+        head = [[_cell_str(v) for v in r] for r in values[:_HEADER_SCAN_ROWS]]
+        hidx, names, score = _detect_header(role, head, ov.get("columns"), with_score=True, label=label)
+        if best is None or score > best[3]:
+            best = (values, hidx, names, score)
+        if score > 0:
+            break
+    values, hidx, names, _ = best
+    width = len(names)
+    data = []
+    for done, r in enumerate(values[hidx + 1:], start=1):
+        r = list(r[:width]) + [None] * (width - len(r))
+        data.append([_cell_str(v) for v in r])
+        if progress and done % CHUNK == 0:
+            progress(role, done, len(values) - hidx - 1)
+    if progress:
+        progress(role, len(data), len(data))
     raw = pd.DataFrame(data, columns=names, dtype=object) if data else pd.DataFrame(columns=names, dtype=object)
     raw = raw.astype("string").fillna("")
     rows = np.arange(hidx + 2, hidx + 2 + len(raw))
