@@ -72,6 +72,22 @@ def db_url(_template, pg_admin_url):
 
 
 @pytest.fixture
+def engine(db_url):
+    """An engine on the test's fresh database."""
+    eng = sa.create_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings whose reports go to the test's own directory (the engine is passed explicitly)."""
+    from app.settings import Settings
+
+    return Settings(data_dir=tmp_path / "var", database_url="postgresql://unused")
+
+
+@pytest.fixture
 def empty_db_url(pg_admin_url):
     """A fresh database with PostGIS but no schema (for migration tests)."""
     admin = sa.create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")

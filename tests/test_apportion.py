@@ -4,31 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from shapely.geometry import Point, box
 
 from spatial.apportion import apportion_metrics, enterprise_land
 from spatial.identity import M2_PER_MU, build_land
 from spatial.match import match_enterprises
 from spatial.split import split_shares
 
-X0, Y0 = 500_000.0, 3_320_000.0
-CRS = "EPSG:4549"
-
-
-def pcode(i):
-    return f"330211001001GB{i:05d}"
-
-
-def rid(i):
-    return "R-" + pcode(i)
-
-
-def rect(x, y, w, h):
-    return box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
-
-
-def pt(x, y):
-    return Point(X0 + x, Y0 + y)
+from tests.local_grid import CRS, pcode, rid, rect, pt
 
 
 @pytest.fixture

@@ -7,23 +7,14 @@ import pandas as pd
 import pytest
 import shapely
 from hypothesis import HealthCheck, given, settings, strategies as st
-from shapely.geometry import box
 
 from spatial.identity import M2_PER_MU, build_land
 
-X0, Y0 = 500_000.0, 3_320_000.0
-CRS = "EPSG:4549"
+from tests.local_grid import CRS, pcode, rect
+
 CODE_RE = re.compile(r"^(R-(\d{12}[GJZ][A-Z]\d{5}|X[0-9A-Z]{10})"
                      r"|A-(\d{12}[GJZ][A-Z]\d{5}|X[0-9A-Z]{10})-[0-9A-Z]{10}"
                      r"|D-(\d{6}-)?[0-9A-Z]{10})(-\d+)?$")
-
-
-def pcode(i):
-    return f"330211001001GB{i:05d}"
-
-
-def rect(x, y, w, h):
-    return box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
 
 
 def parcels(rows):

@@ -6,23 +6,10 @@ import pytest
 import sqlalchemy as sa
 
 from app.ingest import import_bundle
-from app.settings import Settings
 from spatial.io import BundleError
 from tests.bundle_factory import parcel_code, uscc, write_bundle
 
 DATA_TABLES = ("parcels", "enterprises", "metrics", "leases", "buildings", "link_corrections")
-
-
-@pytest.fixture
-def engine(db_url):
-    eng = sa.create_engine(db_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return Settings(data_dir=tmp_path / "var", database_url="postgresql://unused")
 
 
 def _counts(engine) -> dict[str, int]:

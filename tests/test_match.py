@@ -3,29 +3,11 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-from shapely.geometry import Point, box
 
 from spatial.identity import build_land
 from spatial.match import LINK_COLUMNS, land_quality_report, match_enterprises
 
-X0, Y0 = 500_000.0, 3_320_000.0
-CRS = "EPSG:4549"
-
-
-def pcode(i):
-    return f"330211001001GB{i:05d}"
-
-
-def rid(i):
-    return "R-" + pcode(i)
-
-
-def rect(x, y, w, h):
-    return box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
-
-
-def pt(x, y):
-    return Point(X0 + x, Y0 + y)
+from tests.local_grid import CRS, pcode, rid, rect, pt
 
 
 def make_land(rows, defacto=None):

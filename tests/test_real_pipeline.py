@@ -19,7 +19,6 @@ import sqlalchemy as sa
 
 from app.ingest import import_bundle
 from app.pipeline import run_matching
-from app.settings import Settings
 from spatial.identifiers import USCC_CHARSET, make_uscc
 
 REAL = Path(__file__).resolve().parents[2] / "shared/data/real"
@@ -30,18 +29,6 @@ LI_GPKG = REAL / "liechtenstein_osm/li_osm.gpkg"
 def _uscc_from_id(osm_id: int) -> str:
     digits = str(int(osm_id)).rjust(9, "0")[-9:]
     return make_uscc(f"91090000{digits}")
-
-
-@pytest.fixture
-def engine(db_url):
-    eng = sa.create_engine(db_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
-def settings(tmp_path):
-    return Settings(data_dir=tmp_path / "var", database_url="postgresql://unused")
 
 
 def _li_bundle(root: Path) -> Path:

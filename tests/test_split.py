@@ -7,23 +7,15 @@ import pandas as pd
 import pytest
 import shapely
 from hypothesis import HealthCheck, given, settings, strategies as st
-from shapely.geometry import MultiPolygon, Point, Polygon, box
+from shapely.geometry import MultiPolygon, Point, Polygon
 
 from spatial.identity import build_land
 from spatial.match import match_enterprises
 from spatial.split import SUBLOT_TOLERANCE, split_shares, sublot_geometries
 
-X0, Y0 = 500_000.0, 3_320_000.0
-CRS = "EPSG:4549"
+from tests.local_grid import X0, Y0, CRS, pcode, rect
+
 HYP = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def pcode(i):
-    return f"330211001001GB{i:05d}"
-
-
-def rect(x, y, w, h):
-    return box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
 
 
 def land_of(geoms):
