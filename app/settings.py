@@ -44,8 +44,21 @@ class Settings(BaseSettings):
     #: Largest bbox (degrees², ~ 50 km × 50 km) one items request may ask for without paging by key.
     max_bbox_deg2: float = 1.0
 
+    #: Web map basemap: XYZ/WMTS raster URL template(s) with {z}/{x}/{y}, several joined by ``|``
+    #: (e.g. 天地图 vec_w + cva_w with your tk); unset = no basemap (works offline). Set
+    #: ``basemap_gcj02`` for Amap/Tencent-style GCJ-02 tiles: the map then shifts the basemap by the
+    #: GCJ-02 offset at the view centre so it lines up with the CGCS2000 parcels (see app/api/web.py).
+    basemap_url: str | None = None
+    basemap_gcj02: bool = False
+
     #: Postgres statement timeout for API queries (ms): one request cannot exhaust the server.
     statement_timeout_ms: int = 15000
+    #: OGC API Features: gzip level for feature responses (0 = never), rows per streamed chunk,
+    #: rows per FlatGeobuf export chunk, cached counts/extents (per data version).
+    features_gzip_level: int = 1
+    features_stream_rows: int = 500
+    features_fgb_chunk_rows: int = 5000
+    features_cache_entries: int = 4096
     pool_size: int = 8
 
     #: Spatial pipeline tolerances (metres) and the small-piece threshold (亩).

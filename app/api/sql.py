@@ -1,0 +1,542 @@
+"""Every SQL statement OGC API Features runs, built in one place.
+
+Why this shape:
+
+* **GeoJSON is made by PostgreSQL.** Each row comes back as the finished text of one Feature
+  (``ST_AsGeoJSON`` for the geometry, ``json_build_object`` for the properties, concatenated),
+  so Python only copies bytes from a server-side cursor to the socket: no page or layer is ever
+  held as Python objects.
+* **Keyset paging.** Pages are ordered by the sort columns plus the layer's unique key; the
+  ``next`` link carries the last row's values, and the next page starts with
+  ``WHERE (sort, key) > (last)`` — an index range scan, as fast on page 90 as on page 1
+  (``OFFSET`` would read and drop every earlier row).
+* **Never user text in SQL.** Filters, bboxes, ids, keys are bound parameters with explicit
+  casts (psycopg 3 binds small Python ints as ``int2``); property names resolve only through the
+  layer registry (:mod:`app.api.layers`) and only for properties the caller's role may see.
+* **Axis order (OGC API Features Part 2).** ``CRS84`` is lon/lat; ``EPSG:4326``/``EPSG:4490`` are
+  lat/lon and the CGCS2000 Gauss-Krüger zones (EPSG:4513–4554) northing/easting, as EPSG defines
+  them — for output, ``bbox``/``bbox-crs`` and CQL2 ``filter-crs`` alike. File exports (GeoJSON,
+  FlatGeobuf) always use the traditional GIS order (lon/lat, easting/northing), as those formats
+  require. CGCS2000 and WGS 84 differ by centimetres: EPSG:4326/CRS84 output is the stored
+  CGCS2000 coordinates unchanged (as QGIS and PROJ ballpark it too).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from app.api import cql2
+from app.api.layers import Layer, Prop, current_run_sql
+
+STORAGE_SRID = 4490
+OGC_CRS = "http://www.opengis.net/def/crs"
+CRS84_URI = f"{OGC_CRS}/OGC/1.3/CRS84"
+_SQL_TYPES = {"string": "text", "number": "double precision", "integer": "bigint", "boolean": "boolean"}
+_NUMERIC = ("number", "integer")
+
+
+# ------------------------------------------------------------------------------------- CRS
+
+@dataclass(frozen=True)
+class Crs:
+    """One CRS we serve: its OGC URI, EPSG code and whether the OGC axis order is swapped."""
+    uri: str
+    srid: int
+    swap: bool  # (lat, lon) or (northing, easting) in the OGC/EPSG axis order
+    geographic: bool
+
+    @property
+    def digits(self) -> int:
+        """Decimal digits in GeoJSON: ~1 cm (1e-7°) or 1 mm."""
+        return 7 if self.geographic else 3
+
+    @property
+    def authid(self) -> str:
+        return "OGC:CRS84" if self.uri == CRS84_URI else f"EPSG:{self.srid}"
+
+
+CRS84 = Crs(CRS84_URI, STORAGE_SRID, False, True)
+
+
+def _epsg(code: int) -> Crs:
+    return Crs(f"{OGC_CRS}/EPSG/0/{code}", code, True, code in (4326, 4490))
+
+
+#: CRS84, CGCS2000, WGS 84, then CGCS2000 3-degree Gauss-Krüger: CM 75E…135E (4534–4554),
+#: zones 25…45 with the zone number in the easting (4513–4533).
+SUPPORTED_CRS: tuple[Crs, ...] = (
+    CRS84, _epsg(4490), _epsg(4326),
+    *(_epsg(c) for c in range(4534, 4555)), *(_epsg(c) for c in range(4513, 4534)),
+)
+_BY_SRID = {c.srid: c for c in SUPPORTED_CRS if c is not CRS84}
+
+
+def parse_crs(value: str, param: str = "crs") -> Crs:
+    """An OGC CRS URI (or ``EPSG:n``, ``urn:ogc:def:crs:EPSG::n``, ``[EPSG:n]``, ``CRS84``).
+
+    Raises ``ValueError`` with the supported list.
+    """
+    v = value.strip().strip("[]")
+    low = v.lower().replace("https://", "http://")
+    if low in (CRS84_URI.lower(), "ogc:crs84", "crs84", "urn:ogc:def:crs:ogc:1.3:crs84", "urn:ogc:def:crs:ogc::crs84"):
+        return CRS84
+    code = None
+    for prefix in (f"{OGC_CRS}/epsg/0/".lower(), "epsg:", "urn:ogc:def:crs:epsg::", "urn:ogc:def:crs:epsg:0:"):
+        if low.startswith(prefix) and low[len(prefix):].isdigit():
+            code = int(low[len(prefix):])
+    if code in _BY_SRID:
+        return _BY_SRID[code]
+    raise ValueError(
+        f"{param}={value!r} is not supported; use {CRS84_URI} (lon/lat), "
+        f"{OGC_CRS}/EPSG/0/4490 or …/4326 (lat/lon), or a CGCS2000 Gauss-Krüger zone "
+        f"{OGC_CRS}/EPSG/0/4513 … 4554 (northing/easting)")
+
+
+def geometry_out(geom_sql: str, crs: Crs, *, traditional: bool = False) -> str:
+    """The geometry in ``crs`` (swapped to the OGC axis order unless ``traditional``)."""
+    g = geom_sql if crs.geographic else f"ST_Transform({geom_sql}, {int(crs.srid)})"
+    if crs.swap and not traditional:
+        g = f"ST_FlipCoordinates({g})"
+    return g
+
+
+def geometry_in(geom_sql: str, crs: Crs) -> str:
+    """A geometry given in ``crs`` (OGC axis order), as the stored CGCS2000 lon/lat."""
+    g = f"ST_FlipCoordinates({geom_sql})" if crs.swap else geom_sql
+    if crs.geographic:
+        return f"ST_SetSRID({g}, {STORAGE_SRID})"
+    return f"ST_Transform(ST_SetSRID({g}, {int(crs.srid)}), {STORAGE_SRID})"
+
+
+# ---------------------------------------------------------------------------- the query
+
+class QueryError(ValueError):
+    """A request that cannot be turned into SQL; ``str()`` is the message for the caller."""
+
+
+@dataclass
+class FeatureQuery:
+    """One request's rows: layer, who asks, which run, filters, order — all bound, no text."""
+    layer: Layer
+    visible: list[Prop]  # properties the caller's role may see
+    run_id: int | None
+    region_sql: str = "TRUE"
+    params: dict[str, Any] = field(default_factory=dict)
+    where: list[str] = field(default_factory=list)
+    props: list[Prop] = field(default_factory=list)  # output properties
+    crs: Crs = CRS84
+    order: list[tuple[str, bool, str]] = field(default_factory=list)  # (sql, desc, json type)
+    _n: int = 0
+
+    def bind(self, value: Any, sql_type: str | None = None) -> str:
+        """A new bound parameter, with an explicit cast when the type is known."""
+        name = f"q{self._n}"
+        self._n += 1
+        self.params[name] = value
+        return f"CAST(:{name} AS {sql_type})" if sql_type else f":{name}"
+
+    @property
+    def queryables(self) -> dict[str, Prop]:
+        return {p.name: p for p in self.visible if p.filterable}
+
+    def visible_prop(self, name: str, what: str) -> Prop:
+        for p in self.visible:
+            if p.name == name:
+                return p
+        raise QueryError(f"{what}: unknown property {name!r} in collection '{self.layer.id}'; "
+                         f"available: {', '.join(p.name for p in self.visible)}")
+
+    def all_where(self) -> str:
+        return " AND ".join(f"({w})" for w in [self.layer.where_sql, self.region_sql, *self.where])
+
+    def cache_key(self) -> str:
+        """What a cached count depends on (besides data version): every condition and value."""
+        return orjson.dumps([self.layer.id, self.run_id, self.all_where(),
+                             sorted(self.params.items())], default=str).decode()
+
+
+def new_query(layer: Layer, principal, run_id: int | None) -> FeatureQuery:
+    """The rows of ``layer`` a principal may see (its township only, for a region-scoped key)."""
+    visible = layer.visible(principal.at_least)
+    region_sql, region_params = principal.region_clause(layer.township_sql)
+    q = FeatureQuery(layer=layer, visible=visible, run_id=run_id, region_sql=region_sql,
+                     props=list(visible))
+    q.params.update(region_params)
+    q.params["run_id"] = run_id
+    q.order = [(layer.key_sql, False, "key")]
+    return q
+
+
+def add_equals(q: FeatureQuery, prop: Prop, values: list[str]) -> None:
+    """``prop=value`` (or ``prop=v1,v2`` for codes): typed, one bound parameter."""
+    typed = [_coerce(prop, v) for v in values]
+    sql_type = _SQL_TYPES[prop.type]
+    if len(typed) == 1:
+        q.where.append(f"({prop.sql}) = {q.bind(typed[0], sql_type)}")
+    else:
+        q.where.append(f"({prop.sql}) = ANY({q.bind(typed, sql_type + '[]')})")
+
+
+def _coerce(prop: Prop, raw: str):
+    try:
+        if prop.type == "integer":
+            return int(raw)
+        if prop.type == "number":
+            v = float(raw)
+            if not math.isfinite(v):
+                raise ValueError
+            return v
+        if prop.type == "boolean":
+            low = raw.lower()
+            if low not in ("true", "false", "1", "0"):
+                raise ValueError
+            return low in ("true", "1")
+    except ValueError:
+        raise QueryError(f"{prop.name}={raw!r}: expected a{'n' if prop.type == 'integer' else ''} "
+                         f"{prop.type}") from None
+    return raw
+
+
+def add_bbox(q: FeatureQuery, values: list[float], crs: Crs) -> None:
+    """``bbox`` in ``bbox-crs`` axis order: features whose geometry intersects it."""
+    if len(values) == 6:
+        values = [values[0], values[1], values[3], values[4]]
+    a1min, a2min, a1max, a2max = values
+    xmin, ymin, xmax, ymax = (a2min, a1min, a2max, a1max) if crs.swap else (a1min, a2min, a1max, a2max)
+    env = (f"ST_MakeEnvelope({q.bind(xmin, 'float8')}, {q.bind(ymin, 'float8')}, "
+           f"{q.bind(xmax, 'float8')}, {q.bind(ymax, 'float8')}, "
+           f"{STORAGE_SRID if crs.geographic else int(crs.srid)})")
+    if not crs.geographic:
+        env = f"ST_Transform({env}, {STORAGE_SRID})"
+    q.where.append(f"ST_Intersects({q.layer.geom_sql}, {env})")
+
+
+def set_sort(q: FeatureQuery, sortby: list[tuple[str, bool]]) -> None:
+    """``sortby=+a,-b``: by visible properties, then the unique key (stable keyset order)."""
+    order = []
+    for name, desc in sortby:
+        p = q.visible_prop(name, "sortby")
+        order.append((p.sql, desc, p.type))
+    q.order = order + [(q.layer.key_sql, False, "key")]
+
+
+# --------------------------------------------------------------------------------- CQL2
+
+def add_cql2(q: FeatureQuery, ast: cql2.Node, filter_crs: Crs) -> None:
+    """A parsed CQL2 filter as a WHERE condition over the caller's queryables."""
+    q.where.append(_Cql2Sql(q, filter_crs).boolean(ast))
+
+
+def _describe(node) -> str:
+    if isinstance(node, cql2.Prop):
+        return node.name
+    if isinstance(node, cql2.Lit):
+        return repr(node.value) if node.value is not None else "NULL"
+    return type(node).__name__.upper()
+
+
+class _Cql2Sql:
+    def __init__(self, q: FeatureQuery, crs: Crs):
+        self.q = q
+        self.crs = crs
+
+    def fail(self, msg: str):
+        raise QueryError(f"filter: {msg}")
+
+    # scalar expressions → (sql, type)
+    def scalar(self, n) -> tuple[str, str]:
+        q = self.q
+        if isinstance(n, cql2.Prop):
+            if n.name.lower() in ("geometry", "geom"):
+                return q.layer.geom_sql, "geometry"
+            p = q.queryables.get(n.name)
+            if p is None:
+                self.fail(f"property {n.name!r} is not queryable in collection '{q.layer.id}'; "
+                          f"queryables: geometry, {', '.join(q.queryables)}")
+            return f"({p.sql})", p.type
+        if isinstance(n, cql2.Lit):
+            v = n.value
+            if n.kind == "date":
+                try:
+                    return q.bind(dt.date.fromisoformat(v), "date"), "date"
+                except ValueError:
+                    self.fail(f"DATE({v!r}) is not a date like '2024-12-31'")
+            if n.kind == "timestamp":
+                try:
+                    return q.bind(dt.datetime.fromisoformat(v.replace("Z", "+00:00")), "timestamptz"), "timestamp"
+                except ValueError:
+                    self.fail(f"TIMESTAMP({v!r}) is not a timestamp like '2024-12-31T00:00:00Z'")
+            if v is None:
+                return "NULL", "null"
+            if isinstance(v, bool):
+                return q.bind(v, "boolean"), "boolean"
+            if isinstance(v, int):
+                if abs(v) >= 2 ** 63:
+                    self.fail(f"integer {v} out of range")
+                return q.bind(v, "bigint"), "integer"
+            if isinstance(v, float):
+                return q.bind(v, "double precision"), "number"
+            return q.bind(str(v), "text"), "string"
+        if isinstance(n, cql2.Geom):
+            return geometry_in(f"ST_GeomFromText({q.bind(n.wkt, 'text')})", self.crs), "geometry"
+        if isinstance(n, cql2.Envelope):
+            if self.crs.geographic:
+                lo, hi = (n.miny, n.maxy) if self.crs.swap else (n.minx, n.maxx)  # longitudes
+                if lo < -180 or hi > 180:
+                    self.fail(f"BBOX longitude outside -180…180 in {self.crs.authid}")
+            env = (f"ST_MakeEnvelope({q.bind(n.minx, 'float8')}, {q.bind(n.miny, 'float8')}, "
+                   f"{q.bind(n.maxx, 'float8')}, {q.bind(n.maxy, 'float8')})")
+            return geometry_in(env, self.crs), "geometry"
+        if isinstance(n, cql2.Func):
+            sql, t = self.scalar(n.args[0])
+            if t != "string":
+                self.fail(f"{n.name.upper()}() takes a string, got {_describe(n.args[0])} ({t})")
+            return (f"lower({sql})" if n.name == "casei" else sql), "string"
+        if isinstance(n, cql2.Arith):
+            (ls, lt), (rs, rt) = self.scalar(n.left), self.scalar(n.right)
+            if lt not in _NUMERIC or rt not in _NUMERIC:
+                self.fail(f"'{n.op}' needs numbers, got {_describe(n.left)} ({lt}) and {_describe(n.right)} ({rt})")
+            if n.op == "/":
+                return f"(({ls})::float8 / NULLIF({rs}, 0))", "number"
+            return f"({ls} {n.op} {rs})", ("integer" if lt == rt == "integer" else "number")
+        if isinstance(n, (cql2.Cmp, cql2.Like, cql2.Between, cql2.In, cql2.IsNull, cql2.Spatial,
+                          cql2.And, cql2.Or, cql2.Not)):
+            return self.boolean(n), "boolean"
+        self.fail(f"unexpected {type(n).__name__}")
+
+    def _compatible(self, a: str, b: str) -> bool:
+        return a == b or (a in _NUMERIC and b in _NUMERIC)
+
+    def _check(self, left, lt: str, right, rt: str, what: str) -> None:
+        if lt == "null" or rt == "null":
+            self.fail(f"{what} with NULL is never true; use '{_describe(left)} IS NULL'")
+        if lt == "geometry" or rt == "geometry":
+            self.fail(f"{what} on geometries; use S_INTERSECTS(geometry, …) or another spatial function")
+        if not self._compatible(lt, rt):
+            self.fail(f"type mismatch: {_describe(left)} ({lt}) {what} {_describe(right)} ({rt})")
+
+    # predicates → SQL boolean
+    def boolean(self, n) -> str:
+        if isinstance(n, cql2.And):
+            return "(" + " AND ".join(self.boolean(i) for i in n.items) + ")"
+        if isinstance(n, cql2.Or):
+            return "(" + " OR ".join(self.boolean(i) for i in n.items) + ")"
+        if isinstance(n, cql2.Not):
+            return f"(NOT {self.boolean(n.item)})"
+        if isinstance(n, cql2.Cmp):
+            (ls, lt), (rs, rt) = self.scalar(n.left), self.scalar(n.right)
+            self._check(n.left, lt, n.right, rt, n.op)
+            return f"({ls} {n.op} {rs})"
+        if isinstance(n, cql2.Like):
+            (ls, lt), (ps, pt) = self.scalar(n.expr), self.scalar(n.pattern)
+            if lt != "string" or pt != "string":
+                self.fail(f"LIKE needs strings, got {_describe(n.expr)} ({lt}) LIKE {_describe(n.pattern)} ({pt})")
+            return f"({ls} {'NOT ' if n.negated else ''}LIKE {ps})"
+        if isinstance(n, cql2.Between):
+            (es, et), (ls, lt), (hs, ht) = self.scalar(n.expr), self.scalar(n.low), self.scalar(n.high)
+            if not (et in _NUMERIC and lt in _NUMERIC and ht in _NUMERIC):
+                self.fail(f"BETWEEN needs numbers, got {_describe(n.expr)} ({et})")
+            return f"({es} {'NOT ' if n.negated else ''}BETWEEN {ls} AND {hs})"
+        if isinstance(n, cql2.In):
+            es, et = self.scalar(n.expr)
+            items = []
+            for v in n.values:
+                vs, vt = self.scalar(v)
+                self._check(n.expr, et, v, vt, "IN")
+                items.append(vs)
+            return f"({es} {'NOT ' if n.negated else ''}IN ({', '.join(items)}))"
+        if isinstance(n, cql2.IsNull):
+            es, _ = self.scalar(n.expr)
+            return f"({es} IS {'NOT ' if n.negated else ''}NULL)"
+        if isinstance(n, cql2.Spatial):
+            (ls, lt), (rs, rt) = self.scalar(n.left), self.scalar(n.right)
+            if lt != "geometry" or rt != "geometry":
+                self.fail(f"{n.op.upper()} takes two geometries (the property 'geometry' and a WKT/BBOX "
+                          f"literal), got {_describe(n.left)} and {_describe(n.right)}")
+            fn = {"s_intersects": "ST_Intersects", "s_disjoint": "ST_Disjoint", "s_within": "ST_Within",
+                  "s_contains": "ST_Contains", "s_equals": "ST_Equals", "s_touches": "ST_Touches",
+                  "s_overlaps": "ST_Overlaps", "s_crosses": "ST_Crosses"}[n.op]
+            return f"{fn}({ls}, {rs})"
+        if isinstance(n, cql2.Lit) and isinstance(n.value, bool):
+            return "TRUE" if n.value else "FALSE"
+        if isinstance(n, (cql2.Prop, cql2.Func, cql2.Arith, cql2.Lit, cql2.Geom, cql2.Envelope)):
+            s, t = self.scalar(n)
+            if t != "boolean":
+                self.fail(f"{_describe(n)} ({t}) is not a condition; compare it, e.g. {_describe(n)} = …")
+            return s
+        self.fail(f"unexpected {type(n).__name__}")
+
+
+# -------------------------------------------------------------------------------- keyset
+
+def encode_key(k_text: str) -> str:
+    """The ``after`` token: the last row's order values (JSON), base64url without padding."""
+    return base64.urlsafe_b64encode(k_text.encode()).decode().rstrip("=")
+
+
+def decode_key(q: FeatureQuery, token: str) -> list:
+    """Validate an ``after`` token against the current order (sortby) and column types."""
+    try:
+        values = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except Exception:
+        raise QueryError("after: not a token from a 'next' link (start again from the first page)") from None
+    if not isinstance(values, list) or len(values) != len(q.order):
+        raise QueryError("after: this token belongs to another sortby; follow the 'next' links as given")
+    for v, (_sql, _desc, t) in zip(values, q.order):
+        ok = (v is None and t != "key") or (
+            (t in ("string", "key") and isinstance(v, str))
+            or (t in _NUMERIC and isinstance(v, (int, float)) and not isinstance(v, bool))
+            or (t == "boolean" and isinstance(v, bool)))
+        if not ok:
+            raise QueryError("after: malformed token (start again from the first page)")
+    return values
+
+
+def _keyset_where(q: FeatureQuery, values: list) -> str:
+    """Rows strictly after ``values`` in ``q.order`` (NULL sorts last ascending, first descending)."""
+    ors = []
+    for i, (sql, desc, t) in enumerate(q.order):
+        sql_type = "text" if t == "key" else _SQL_TYPES[t]
+        parts = []
+        for (s2, _d2, t2), v2 in zip(q.order[:i], values[:i]):
+            parts.append(f"({s2}) IS NULL" if v2 is None else
+                         f"({s2}) = {q.bind(v2, 'text' if t2 == 'key' else _SQL_TYPES[t2])}")
+        v = values[i]
+        if t == "key":
+            parts.append(f"{sql} > {q.bind(v, 'text')}")
+        elif not desc:
+            if v is None:
+                continue
+            parts.append(f"(({sql}) > {q.bind(v, sql_type)} OR ({sql}) IS NULL)")
+        else:
+            parts.append(f"({sql}) IS NOT NULL" if v is None else f"({sql}) < {q.bind(v, sql_type)}")
+        ors.append("(" + " AND ".join(parts) + ")")
+    return "(" + " OR ".join(ors) + ")" if ors else "FALSE"
+
+
+def _order_by(q: FeatureQuery) -> str:
+    return ", ".join(f"{sql} DESC NULLS FIRST" if desc else f"{sql} ASC NULLS LAST"
+                     for sql, desc, _t in q.order)
+
+
+# ----------------------------------------------------------------------------- statements
+
+def _feature_json(q: FeatureQuery, *, traditional: bool = False) -> str:
+    """SQL for one Feature's GeoJSON text, concatenated (compact, no re-parsing of the geometry).
+
+    ``number`` properties keep a decimal point (``12.0``, not ``12``), so clients that guess
+    field types from values (GDAL's GeoJSON driver, QGIS < 3.30) see reals, not integers.
+    """
+    parts = []
+    for i, p in enumerate(q.props):
+        expr = f"(({p.sql})::numeric + 0.0)" if p.type == "number" else f"({p.sql})"
+        key = orjson.dumps(p.name).decode().replace("'", "''")
+        parts.append(f"'{',' if i else ''}{key}:' || coalesce(to_json({expr})::text, 'null')")
+    props = "'{' || " + " || ".join(parts) + " || '}'" if parts else "'{}'"
+    geom = geometry_out(q.layer.geom_sql, q.crs, traditional=traditional)
+    return ("""'{"type":"Feature","id":' || to_json(""" + q.layer.id_sql + """)::text"""
+            """ || ',"geometry":' || coalesce(ST_AsGeoJSON(""" + geom + f", {q.crs.digits}, 0), 'null')"
+            """ || ',"properties":' || """ + props + " || '}'")
+
+
+def page_sql(q: FeatureQuery, limit: int | None, after: list | None = None,
+             offset: int | None = None) -> tuple[str, dict]:
+    """One page (``limit`` + 1 rows, to know whether there is a next one), or the whole
+    selection when ``limit`` is None: columns ``f`` (Feature text) and ``k`` (order values)."""
+    where = q.all_where()
+    if after is not None:
+        where += f" AND {_keyset_where(q, after)}"
+    order_vals = ", ".join(sql for sql, _d, _t in q.order)
+    sql = (f"SELECT {_feature_json(q)} AS f, json_build_array({order_vals})::text AS k\n"
+           f"FROM {q.layer.from_sql}\nWHERE {where}\nORDER BY {_order_by(q)}")
+    if limit is not None:
+        sql += f"\nLIMIT {q.bind(limit + 1, 'integer')}"
+    if offset:
+        sql += f" OFFSET {q.bind(offset, 'integer')}"
+    return sql, q.params
+
+
+def export_geojson_sql(q: FeatureQuery) -> tuple[str, dict]:
+    """Every selected row's Feature text in traditional axis order, by key (for files)."""
+    sql = (f"SELECT {_feature_json(q, traditional=True)} AS f\nFROM {q.layer.from_sql}\n"
+           f"WHERE {q.all_where()}\nORDER BY {q.layer.key_sql}")
+    return sql, q.params
+
+
+def item_sql(q: FeatureQuery, feature_id: str) -> tuple[str, dict]:
+    sql = (f"SELECT {_feature_json(q)} AS f\nFROM {q.layer.from_sql}\n"
+           f"WHERE {q.all_where()} AND ({q.layer.id_sql}) = {q.bind(feature_id, 'text')}\nLIMIT 1")
+    return sql, q.params
+
+
+def count_sql(q: FeatureQuery) -> tuple[str, dict]:
+    """``numberMatched``: cached by the caller per (query, data version) — never one per page."""
+    return f"SELECT count(*) FROM {q.layer.from_sql} WHERE {q.all_where()}", q.params
+
+
+def fgb_chunk_sql(q: FeatureQuery, after: str | None, chunk: int) -> tuple[str, dict]:
+    """The next ``chunk`` rows by key as one FlatGeobuf (PostGIS ``ST_AsFlatGeobuf``, no index),
+    with the rows' NULL masks in the same order, the last key and the row count.
+
+    Chunks share one header, so the stream is the first chunk followed by the features of the
+    others (see ``features.export_fgb``). Columns are cast to text/float8/bigint/boolean so
+    their encoded sizes are known; the masks let the caller repair PostGIS ≤ 3.3's property
+    indices after a NULL value (its encoder numbers only the non-NULL values).
+    """
+    cols = ", ".join(f'CAST(({p.sql}) AS {_SQL_TYPES[p.type]}) AS "{p.name}"' for p in q.props)
+    names = ", ".join(f'"{p.name}"' for p in q.props)
+    mask = " || ".join(f"""(CASE WHEN "{p.name}" IS NULL THEN '1' ELSE '0' END)""" for p in q.props) or "''"
+    geom = geometry_out(q.layer.geom_sql, q.crs, traditional=True)
+    if q.crs.uri != CRS84_URI and q.crs.geographic:
+        geom = f"ST_SetSRID({geom}, {int(q.crs.srid)})"
+    where = q.all_where()
+    params = dict(q.params)
+    if after is not None:
+        where += f" AND {q.layer.key_sql} > CAST(:_after AS text)"
+        params["_after"] = after
+    params["_chunk"] = chunk
+    sql = (f"WITH q AS MATERIALIZED (SELECT {geom} AS geom{', ' + cols if cols else ''}, "
+           f"{q.layer.key_sql} AS _k FROM {q.layer.from_sql} WHERE {where} "
+           f"ORDER BY {q.layer.key_sql} LIMIT CAST(:_chunk AS integer))\n"
+           f"SELECT (SELECT ST_AsFlatGeobuf(x, false, 'geom') FROM (SELECT geom{', ' + names if names else ''} "
+           f"FROM q ORDER BY _k) x) AS fgb,\n"
+           f"       (SELECT string_agg({mask}, ',' ORDER BY _k) FROM q) AS masks,\n"
+           f"       (SELECT _k FROM q ORDER BY _k DESC LIMIT 1) AS last_key,\n"
+           f"       (SELECT count(*) FROM q) AS n")
+    return sql, params
+
+
+def fgb_empty_sql(q: FeatureQuery) -> str:
+    """A FlatGeobuf with the same columns and one empty geometry: its header makes an empty file."""
+    gtype = q.layer.geometry_type.upper()
+    srid = STORAGE_SRID if q.crs.geographic and q.crs.uri == CRS84_URI else q.crs.srid
+    cols = "".join(f', NULL::{_SQL_TYPES[p.type]} AS "{p.name}"' for p in q.props)
+    return (f"SELECT ST_AsFlatGeobuf(x, false, 'geom') FROM (SELECT ST_SetSRID('{gtype} EMPTY'::geometry, "
+            f"{int(srid)}) AS geom{cols}) x")
+
+
+def extent_sql(layer: Layer, principal) -> tuple[str, dict]:
+    """The layer's bbox (CRS84 = stored lon/lat) for what this principal may see."""
+    region_sql, params = principal.region_clause(layer.township_sql)
+    params = {**params, "run_id": None}
+    return (f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent({layer.geom_sql}) AS e "
+            f"FROM {layer.from_sql} WHERE ({layer.where_sql}) AND ({region_sql})) s", params)
+
+
+def run_sql(run: int | None, year: int | None) -> tuple[str, dict]:
+    """The evaluation run shown: ``run`` if given, else the current one for ``year``."""
+    if run is not None:
+        return ("SELECT id FROM evaluation_runs WHERE id = CAST(:run AS bigint) "
+                "AND status IN ('published', 'draft', 'superseded')", {"run": run})
+    return current_run_sql("year"), {"year": year}
+
+
+def runs_list_sql() -> str:
+    return ("SELECT id, year, status FROM evaluation_runs "
+            "WHERE status IN ('published', 'draft', 'superseded') ORDER BY year, id")
