@@ -6,4 +6,8 @@ Each router module adds itself here with one import line.
 from fastapi import APIRouter
 
 ROUTERS: list[APIRouter] = []
+from app.api.tiles import router as _tiles; ROUTERS.append(_tiles)  # noqa: E402,E702
 from app.api.features import router as _features; ROUTERS.append(_features)  # noqa: E402,E702
+from app.api.archives import router as _archives; ROUTERS.append(_archives)  # noqa: E402,E702
+from app.api.clusters import router as _clusters; ROUTERS.append(_clusters)  # noqa: E402,E702
+from app.api.styles import router as _styles; ROUTERS.append(_styles)  # noqa: E402,E702

@@ -1,0 +1,266 @@
+"""Vector tiles (Mapbox Vector Tiles, WebMercatorQuad) of every layer in :mod:`app.api.layers`.
+
+``GET /tiles/{layer}/{z}/{x}/{y}.pbf`` — one SQL statement per tile: PostGIS selects the rows
+whose geometry meets the tile (an index-friendly ``geom && ST_Transform(ST_TileEnvelope(…), 4490)``
+on the CGCS2000 column, with the 64-unit buffer as margin), transforms them to EPSG:3857,
+simplifies them by the tile's resolution, drops polygons smaller than a quarter of a screen
+pixel, clips them (``ST_AsMVTGeom``) and encodes the tile (``ST_AsMVT``). The same statement
+returns the data version and the evaluation run shown, so a tile is one round trip.
+
+``GET /tiles/{layer}.json`` — TileJSON 3.0.0 (tiles URL template, zooms, bounds of the data the
+caller may see, ``vector_layers`` with their fields).
+
+Feature ids (what MapLibre's ``feature-state`` and QGIS's identify need, and what tipg lacks):
+``fid`` = the first 13 hex digits (52 bits) of ``md5(text id)`` as an integer — stable across
+re-imports and databases, below 2**53 so JavaScript reads it exactly, and computable by any
+client from the identity code / USCC (:func:`feature_id`); the text id is also a property.
+With 52 bits, a collision among 500 000 features has a probability of about 3·10⁻⁵.
+
+Who sees what: properties are those the caller's role may see (``Prop.level``), rows are those
+of the caller's township for region-scoped keys (features outside are absent from the tile).
+Grades are those of the run shown (``?run=`` id, else ``?year=``'s shown run, else the newest).
+
+Caching: a strong ETag per data version, URL and caller scope; ``Cache-Control: public``
+for anonymous callers, ``private`` with a key. An empty tile is ``204 No Content`` (always).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+
+from app.api.common import MVT, base_url, data_version, etag_response, json_error, json_response
+from app.api.layers import LAYERS, Layer, current_run_sql
+from app.auth import Principal, principal
+
+router = APIRouter(tags=["tiles"])
+
+EXTENT = 4096
+BUFFER = 64
+#: Largest zoom served; TileJSON advertises ``TILEJSON_MAXZOOM`` (clients overzoom past it).
+MAX_Z = 24
+TILEJSON_MAXZOOM = 16
+#: Below these zooms a tile would hold a whole county of parcels: an empty tile is served.
+MINZOOM = {"parcels": 10, "defacto": 10, "sublots": 12, "enterprises": 8}
+#: Simplify geometries below this zoom (at z ≥ 15 a tile unit is ≤ 0.6 m: nothing to gain).
+SIMPLIFY_BELOW_Z = 15
+WEB_MERCATOR_SPAN = 2 * 20037508.342789244
+CACHE_SECONDS = 60
+_JSON_TYPES = {"string": "String", "number": "Number", "integer": "Number", "boolean": "Boolean"}
+
+
+def feature_id(text_id: str) -> int:
+    """The MVT feature id of a row: 52 bits of md5 of its text id (same as the SQL below).
+
+    >>> feature_id("R-340123002004GB00011") < 2 ** 53
+    True
+    """
+    return int(hashlib.md5(text_id.encode()).hexdigest()[:13], 16)
+
+
+# --------------------------------------------------------------------------- SQL
+
+
+def _fid_sql(id_sql: str) -> str:
+    return f"('x' || substr(md5({id_sql}), 1, 13))::bit(52)::bigint"
+
+
+def _run_cte(explicit_run: bool) -> str:
+    """The run shown: an explicit ``:run`` id, or ``current_run_sql`` for ``:year``."""
+    if explicit_run:
+        return "SELECT id FROM evaluation_runs WHERE id = CAST(:run AS bigint)"
+    return current_run_sql("year")
+
+
+def _bind_run(sql: str) -> str:
+    """Layer SQL takes ``:run_id``; inside one statement it is the ``run`` CTE's id."""
+    return re.sub(r":run_id\b", "(SELECT id FROM run)", sql)
+
+
+def _is_polygon(layer: Layer) -> bool:
+    return "Polygon" in layer.geometry_type
+
+
+def tile_sql(layer: Layer, props: list, z: int, *, explicit_run: bool, region_sql: str) -> str:
+    """The one statement that builds a tile: ``(dv, run_id, mvt)``.
+
+    Binds: ``:z :x :y :margin :tol :min_area :run|:year`` and the region's parameter.
+    """
+    g = layer.geom_sql
+    g3857 = f"ST_Transform({g}, 3857)"
+    area_filter = "TRUE"
+    if _is_polygon(layer):
+        if z < SIMPLIFY_BELOW_Z:
+            g3857 = f"ST_Simplify({g3857}, :tol)"
+        area_filter = f"ST_Area({g}) >= :min_area"
+    columns = ",\n               ".join(f'{p.sql} AS "{p.name}"' for p in props)
+    return f"""
+WITH run AS ({_run_cte(explicit_run)}),
+tile AS (
+    SELECT ST_AsMVTGeom({g3857}, ST_TileEnvelope(:z, :x, :y), {EXTENT}, {BUFFER}, true) AS geom,
+           {_fid_sql(layer.id_sql)} AS fid{"," if columns else ""}
+           {columns}
+    FROM {_bind_run(layer.from_sql)}
+    WHERE {g} && ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4490)
+      AND ({layer.where_sql}) AND {region_sql} AND {area_filter}
+)
+SELECT (SELECT version FROM data_version WHERE id = 1) AS dv,
+       (SELECT id FROM run) AS run_id,
+       (SELECT ST_AsMVT(tile.*, '{layer.id}', {EXTENT}, 'geom', 'fid') FROM tile WHERE tile.geom IS NOT NULL) AS mvt"""
+
+
+def extent_sql(layer: Layer, region_sql: str) -> str:
+    """Bounds of what the caller may see (CGCS2000 ≈ WGS84 at these scales)."""
+    return f"""
+WITH run AS (SELECT NULL::bigint AS id),
+e AS (SELECT ST_Extent({layer.geom_sql}) AS b FROM {_bind_run(layer.from_sql)}
+      WHERE ({layer.where_sql}) AND {region_sql})
+SELECT ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b) FROM e"""
+
+
+_YEARS_SQL = "SELECT DISTINCT year FROM evaluation_runs WHERE status IN ('published', 'draft') ORDER BY year"
+
+
+@lru_cache(maxsize=256)
+def _tile_statement(layer_id: str, role: str, simplify: bool, explicit_run: bool, region_sql: str) -> sa.TextClause:
+    """The parsed statement, built once per (layer, role, simplification, run mode, region clause)."""
+    lay = LAYERS[layer_id]
+    z = 0 if simplify else SIMPLIFY_BELOW_Z
+    return sa.text(tile_sql(lay, visible_props(lay, Principal(role)), z, explicit_run=explicit_run,
+                            region_sql=region_sql))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def tile_params(z: int) -> dict:
+    """Zoom-dependent tolerances: simplification = one tile unit; tiny = ¼ screen pixel (256 px)."""
+    unit_m = WEB_MERCATOR_SPAN / (2 ** z) / EXTENT
+    pixel_deg = 360.0 / (2 ** z) / 256
+    return {"tol": unit_m, "min_area": 0.25 * pixel_deg * pixel_deg * 0.86,
+            "margin": BUFFER / EXTENT}
+
+
+def unknown_layer(layer_id: str) -> Response:
+    return json_error(404, "NotFound", f"no layer '{layer_id}'; tiles exist for: {', '.join(LAYERS)} "
+                                       "(e.g. /tiles/parcels/{z}/{x}/{y}.pbf, TileJSON at /tiles/parcels.json)")
+
+
+def run_not_found(conn: sa.Connection, run: int | None, year: int | None) -> Response:
+    years = [r[0] for r in conn.execute(sa.text(_YEARS_SQL))]
+    what = f"run {run}" if run is not None else f"an evaluation run for year {year}"
+    return json_error(404, "RunNotFound", f"there is no {what}; years with a run: "
+                      f"{', '.join(map(str, years)) or 'none yet (run `mujun evaluate`)'}. "
+                      "Leave out run/year for the newest run.")
+
+
+def visible_props(layer: Layer, who: Principal) -> list:
+    return layer.visible(who.at_least)
+
+
+def _cache_control(who: Principal) -> str:
+    return f"{'private' if who.key_id is not None else 'public'}, max-age={CACHE_SECONDS}"
+
+
+def _bad_param(msg: str) -> Response:
+    return json_error(400, "InvalidParameterValue", msg)
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+@router.get("/tiles/{layer}/{z}/{x}/{y}.pbf", summary="Vector tile (MVT) of a layer, WebMercatorQuad",
+            response_class=Response,
+            responses={200: {"content": {MVT: {}}}, 204: {"description": "empty tile"}})
+def get_tile(request: Request, layer: str, z: int = Path(ge=0, le=MAX_Z), x: int = Path(ge=0),
+             y: int = Path(ge=0),
+             run: int | None = Query(None, description="evaluation run id (default: the run shown for year)"),
+             year: int | None = Query(None, description="year whose shown run gives the grades (default: newest)"),
+             who: Principal = Depends(principal)):
+    who.require("public")
+    lay = LAYERS.get(layer)
+    if lay is None:
+        return unknown_layer(layer)
+    if x >= 2 ** z or y >= 2 ** z:
+        return json_error(404, "TileOutOfRange", f"tile {z}/{x}/{y} does not exist: at zoom {z}, x and y "
+                                                  f"run from 0 to {2 ** z - 1}")
+    engine: sa.Engine = request.app.state.engine
+    cache = _cache_control(who)
+    # Autocommit: a tile is one read statement — no BEGIN/ROLLBACK round trips around it.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if request.headers.get("if-none-match"):
+            etag, headers, r304 = etag_response(request, data_version(conn), who, cache_control=cache)
+            if r304:
+                return r304
+        if z < MINZOOM.get(lay.id, 0):
+            dv = data_version(conn)
+            _, headers, _ = etag_response(request, dv, who, cache_control=cache)
+            return Response(status_code=204, headers=headers)
+        region_sql, params = who.region_clause(lay.township_sql)
+        params |= {"z": z, "x": x, "y": y, "run": run, "year": year, **tile_params(z)}
+        stmt = _tile_statement(lay.id, who.role, z < SIMPLIFY_BELOW_Z, run is not None, region_sql)
+        row = conn.execute(stmt, params).one()
+        if row.run_id is None and (run is not None or year is not None):
+            return run_not_found(conn, run, year)
+    _, headers, r304 = etag_response(request, int(row.dv or 0), who, cache_control=cache)
+    if r304:
+        return r304
+    body = bytes(row.mvt or b"")
+    if not body:
+        return Response(status_code=204, headers=headers)
+    return Response(body, media_type=MVT, headers=headers)
+
+
+@router.get("/tiles/{layer}.json", summary="TileJSON 3.0.0 of a layer's vector tiles")
+def get_tilejson(request: Request, layer: str,
+                 run: int | None = Query(None, description="evaluation run id"),
+                 year: int | None = Query(None, description="year whose shown run gives the grades"),
+                 who: Principal = Depends(principal)):
+    who.require("public")
+    lay = LAYERS.get(layer)
+    if lay is None:
+        return unknown_layer(layer)
+    engine: sa.Engine = request.app.state.engine
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # read-only
+        etag, headers, r304 = etag_response(request, data_version(conn), who, cache_control=_cache_control(who))
+        if r304:
+            return r304
+        if run is not None or year is not None:
+            found = conn.execute(sa.text(f"WITH run AS ({_run_cte(run is not None)}) SELECT id FROM run"),
+                                 {"run": run, "year": year}).scalar()
+            if found is None:
+                return run_not_found(conn, run, year)
+        region_sql, params = who.region_clause(lay.township_sql)
+        b = conn.execute(sa.text(extent_sql(lay, region_sql)), params).one()
+    bounds = [b[0], b[1], b[2], b[3]] if b[0] is not None else [-180.0, -85.0511, 180.0, 85.0511]
+    minzoom = MINZOOM.get(lay.id, 0)
+    query = {k: v for k, v in (("run", run), ("year", year)) if v is not None}
+    if request.query_params.get("api_key"):  # map clients cannot send headers: keep the key in tile URLs
+        query["api_key"] = request.query_params["api_key"]
+    qs = ("?" + urlencode(query)) if query else ""
+    fields = {p.name: _JSON_TYPES.get(p.type, "String") for p in visible_props(lay, who)}
+    doc = {
+        "tilejson": "3.0.0",
+        "name": lay.title,
+        "description": lay.description,
+        "version": "1.0.0",
+        "attribution": "mujun 亩均论英雄",
+        "scheme": "xyz",
+        "tiles": [f"{base_url(request)}/tiles/{lay.id}/{{z}}/{{x}}/{{y}}.pbf{qs}"],
+        "minzoom": minzoom,
+        "maxzoom": TILEJSON_MAXZOOM,
+        "bounds": bounds,
+        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, max(minzoom, 13)],
+        "vector_layers": [{
+            "id": lay.id, "description": lay.description, "minzoom": minzoom, "maxzoom": TILEJSON_MAXZOOM,
+            "fields": fields,
+        }],
+        "mujun:feature_id": "first 13 hex digits of md5(text id) as an integer (52 bits)",
+    }
+    return json_response(doc, headers=headers)
