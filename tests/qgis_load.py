@@ -85,7 +85,11 @@ def main() -> int:
             with urllib.request.urlopen(a.style_url) as r, tempfile.NamedTemporaryFile("wb", suffix=".qml", delete=False) as f:
                 f.write(r.read())
             msg, ok = lyr.loadNamedStyle(f.name)
-            result["style"] = {"ok": bool(ok), "message": msg, "renderer": lyr.renderer().type() if lyr.renderer() else None}
+            r = lyr.renderer()
+            result["style"] = {"ok": bool(ok), "message": msg, "renderer": r.type() if r else None,
+                               "field": r.classAttribute() if hasattr(r, "classAttribute") else None,
+                               "categories": {str(c.value()): c.symbol().color().name()
+                                              for c in r.categories()} if hasattr(r, "categories") else {}}
         if a.geojson_url:
             g = QgsVectorLayer(a.geojson_url, a.collection + "_geojson", "ogr")
             result["geojson"] = describe(g, a.id_field)

@@ -82,6 +82,24 @@ def test_qgis_oapif_and_geojson(server, features_db):  # noqa: F811
     _check_types(g["field_types"])
 
 
+def test_qgis_applies_the_served_qml_from_the_collection_links(server, features_db):  # noqa: F811
+    """A QGIS user gets the tier colours in one click: the collection links its QML."""
+    import httpx
+
+    links = httpx.get(f"{server}/collections/parcels").json()["links"]
+    qml = [link["href"] for link in links if link["type"] == "application/vnd.qgis.qml"]
+    assert len(qml) == 1
+    style = httpx.get(f"{server}/styles/parcels").json()
+    res = load(server, "parcels", "--style-url", qml[0])
+    st = res["style"]
+    assert st["ok"], st
+    assert st["renderer"] == "categorizedSymbol" and st["field"] == "grade"
+    colours = {c["grade"]: c["colour"] for c in style["classification"]["classes"]}
+    assert set(colours) >= {"A", "B", "C", "D"}
+    for grade, hex_colour in colours.items():
+        assert st["categories"][grade].lower() == hex_colour.lower()
+
+
 def test_qgis_township_key(server, features_db):  # noqa: F811
     own = db_scalar(features_db["url"], "SELECT count(*) FROM parcels WHERE township = :t", t=TOWNSHIPS[1])
     o = load(server, "parcels", "--key", features_db["keys"]["west"])["oapif"]

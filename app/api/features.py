@@ -44,6 +44,7 @@ from app.api import sql as fsql
 from app.api.common import (FLATGEOBUF, GEOJSON, JSON, OPENAPI_JSON, ApiError, base_url, data_version,
                             etag_response, json_error, json_response, wants)
 from app.api.layers import LAYERS, Layer
+from app.api.styles import style_links
 
 router = APIRouter(tags=["OGC API Features"])
 
@@ -294,6 +295,9 @@ def _collection_doc(request: Request, layer: Layer, bbox: list[float] | None) ->
             _link(f"{c}/schema", "describedby", SCHEMA_JSON, "property schema"),
             _link(f"{c}/export.geojson", "enclosure", GEOJSON, "whole layer as GeoJSON"),
             _link(f"{c}/export.fgb", "enclosure", FLATGEOBUF, "whole layer as FlatGeobuf"),
+            # The tier colours in one click: QGIS loads the QML, web maps the MapLibre style.
+            *style_links(b, layer.id),
+            _link(f"{b}/tiles/{layer.id}.json", "tiles", "application/json", "vector tiles (TileJSON)"),
         ],
     }
     if bbox:
