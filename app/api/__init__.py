@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 ROUTERS: list[APIRouter] = []
 from app.api.tiles import router as _tiles; ROUTERS.append(_tiles)  # noqa: E402,E702
+from app.api.web import router as _web; ROUTERS.append(_web)  # noqa: E402,E702
 from app.api.features import router as _features; ROUTERS.append(_features)  # noqa: E402,E702
 from app.api.archives import router as _archives; ROUTERS.append(_archives)  # noqa: E402,E702
 from app.api.clusters import router as _clusters; ROUTERS.append(_clusters)  # noqa: E402,E702
