@@ -206,6 +206,7 @@ def landing(request: Request):
             _link(f"{b}/conformance", "http://www.opengis.net/def/rel/ogc/1.0/conformance", JSON),
             _link(f"{b}/collections", "data", JSON, "the collections"),
             _link(f"{b}/collections", "http://www.opengis.net/def/rel/ogc/1.0/data", JSON),
+            _link(f"{b}/map", "alternate", "text/html", "the web map (地图)"),
         ],
     })
 
