@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -436,3 +438,43 @@ def test_headers_understood_by_alias_table():
             assert mapping == {zh: canon for canon, zh in names.items()}, role
     mapping, _ = columns.match_columns("corrections", ["uscc", "parcel_code", "action", "share", "reason", "by"])
     assert set(mapping.values()) == {"uscc", "parcel_code", "action", "share", "reason", "by"}
+
+
+_QGIS_READ = r"""
+import json, os, sys
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+from qgis.core import QgsApplication, QgsVectorLayer
+app = QgsApplication([], False); app.initQgis()
+out = {}
+for path in sys.argv[1:]:
+    lyr = QgsVectorLayer(path, "p", "ogr")
+    f = next(lyr.getFeatures())
+    out[os.path.basename(path)] = {"valid": lyr.isValid(), "crs": lyr.crs().authid(), "count": lyr.featureCount(),
+                                   "fields": lyr.fields().names(), "first": {k: str(v) for k, v in zip(lyr.fields().names(), f.attributes())}}
+print(json.dumps(out, ensure_ascii=False)); sys.stdout.flush(); os._exit(0)
+"""
+
+
+def test_shapefile_opens_in_qgis_with_crs_and_chinese_text(county_bundle, tmp_path):
+    """QGIS (Debian's python3-qgis, headless) reads the county's GBK Shapefile — with and without its
+    .cpg — in EPSG:4549 with readable Chinese field names and values."""
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import qgis.core"], capture_output=True, text=True,
+                           env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    if probe.returncode != 0:
+        pytest.skip("QGIS NOT INSTALLED (python3-qgis): the QGIS Shapefile check did NOT run — "
+                    "install it with scripts/bootstrap.sh --test")
+    d, _ = county_bundle
+    for ext in (".shp", ".shx", ".dbf", ".prj"):
+        shutil.copy(d / f"parcels{ext}", tmp_path / f"nocpg{ext}")
+    run = subprocess.run(["/usr/bin/python3", "-c", _QGIS_READ, str(d / "parcels.shp"), str(tmp_path / "nocpg.shp")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    expected = pyogrio.read_dataframe(d / "parcels.shp")
+    for name in ("parcels.shp", "nocpg.shp"):
+        layer = seen[name]
+        assert layer["valid"] and layer["crs"] == "EPSG:4549"
+        assert layer["count"] == len(expected)
+        assert layer["fields"] == list(SHAPEFILE_FIELDS["parcels"].values())
+        assert layer["first"]["用途"] == "工业用地"
+        assert layer["first"]["镇街"] == expected["镇街"].iloc[0]
