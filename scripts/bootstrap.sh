@@ -75,8 +75,8 @@ fi
 
 # ---- Browser-test driver (npm), only for the tests ---------------------------------------------
 if [ "$want_test" = 1 ] && [ -f tests/browser/package.json ]; then
-  if [ ! -d tests/browser/node_modules/playwright-core ]; then
-    say "installing playwright-core (npm) for the browser tests"
+  if [ ! -d tests/browser/node_modules/playwright-core ] || [ ! -d tests/browser/node_modules/@maplibre/maplibre-gl-style-spec ]; then
+    say "installing playwright-core and the MapLibre style validator (npm) for the tests"
     (cd tests/browser && npm ci --silent --no-audit --no-fund)
   fi
 fi

@@ -138,15 +138,16 @@ def test_qgis_loads_the_served_qml_and_sld(client, tmp_path):
         assert r["sld_type"] == "RuleRenderer" and r["sld_rules"] == 5
 
 
-STYLE_VALIDATOR = Path(__file__).resolve().parents[1] / "web/node_modules/@maplibre/maplibre-gl-style-spec/dist/gl-style-validate.mjs"
+# The validator is a test dependency in tests/browser/package.json (installed by bootstrap --test).
+STYLE_VALIDATOR = Path(__file__).resolve().parent / "browser/node_modules/@maplibre/maplibre-gl-style-spec/dist/gl-style-validate.mjs"
 
 
 @pytest.mark.slow
 def test_maplibre_styles_pass_the_official_validator(client, tmp_path):
     node = subprocess.run(["bash", "-c", "command -v node"], capture_output=True, text=True).stdout.strip()
     if not node or not STYLE_VALIDATOR.exists():
-        pytest.skip("LOUD SKIP: node or @maplibre/maplibre-gl-style-spec (web/node_modules) is missing; "
-                    "run `npm ci` in web/ to validate the MapLibre styles")
+        pytest.skip("LOUD SKIP: node or @maplibre/maplibre-gl-style-spec (tests/browser/node_modules) is missing; "
+                    "run scripts/bootstrap.sh --test to validate the MapLibre styles")
     for layer_id in LAYERS:
         path = tmp_path / f"{layer_id}.json"
         path.write_bytes(client.get(f"/styles/{layer_id}/maplibre.json").content)
