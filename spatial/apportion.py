@@ -129,9 +129,14 @@ def apportion_metrics(
     """
     if key not in links.columns:
         raise ValueError(f"links have no {key!r} column (run spatial.split.split_shares first)")
-    m = metrics.copy()
+    # Memory: a shallow copy (copy-on-write copies only what is modified) and no further
+    # whole-frame copies; intermediates are dropped as soon as they are used — at 500k parcels
+    # / 2M enterprises the metrics are ~6M rows.
+    m = metrics.copy(deep=False)
     m["uscc"] = _str(m["uscc"]).to_numpy()
-    m = m[m["uscc"].notna()]
+    known = m["uscc"].notna().to_numpy()
+    if not known.all():
+        m = m[known]
     value_cols = [c for c in m.columns if c not in ("uscc", "year", "meter_id")
                   and (c in METRIC_COLUMNS or pd.api.types.is_numeric_dtype(m[c]))]
     for c in value_cols:
@@ -139,26 +144,57 @@ def apportion_metrics(
 
     lk = links[["identity_code", "parcel_code", "uscc", key]].copy()
     lk["_k"] = pd.to_numeric(lk[key], errors="coerce").fillna(0).clip(lower=0).astype(float)
-    ent_key = lk.groupby("uscc")["_k"].sum()
-    n_links = lk.groupby("uscc")["_k"].transform("size")
-    tot = lk["uscc"].map(ent_key)
+    # Performance: enterprises as integer codes of one sorted factorisation of the metrics' and
+    # the links' usccs — grouping and merging on Arrow-backed strings converts them to Python
+    # objects at every step.  Codes sort like the strings, and the same pandas reductions run
+    # on the same rows in the same order, so results are bit-identical.
+    n_m = len(m)
+    codes, uniq = pd.factorize(np.concatenate([_o(m["uscc"]), _o(lk["uscc"])]), sort=True)
+    m_code = codes[:n_m]
+    lk["_uc"] = np.where(codes[n_m:] >= 0, codes[n_m:], np.nan)  # NA uscc: no group, as before
+    by_ent = lk.groupby("_uc")["_k"]
+    ent_sum = by_ent.sum()
+    ent_key = pd.Series(ent_sum.to_numpy(), index=pd.Index(uniq[ent_sum.index.to_numpy(int)], dtype=object))
+    n_links = by_ent.transform("size")
+    tot = by_ent.transform("sum")
     lk["weight"] = np.where(tot > 0, lk["_k"] / tot.where(tot > 0, 1), 1 / n_links)
 
     if "electricity_kwh" in value_cols and "meter_id" in m.columns:
+        n_before = len(m)
         m = _split_meters(m, ent_key)
+        if len(m) > n_before:  # the meters' rows came back at the end
+            extra = pd.Index(uniq, dtype=object).get_indexer(_o(m["uscc"].iloc[n_before:]))
+            m_code = np.concatenate([m_code, extra])
 
-    per_ent = m.groupby(["uscc", "year"], as_index=False)[value_cols].sum(min_count=1)
-    x = per_ent.merge(lk[["identity_code", "parcel_code", "uscc", "weight"]], on="uscc", how="left")
+    # per (uscc, year), grouped on the code; the uscc column is taken back from a row of each
+    # enterprise so it keeps the metrics' dtype
+    g = m.assign(_uc=m_code).groupby(["_uc", "year"], as_index=False)
+    per_ent = g[value_cols].sum(min_count=1)
+    first_row = np.full(len(uniq), -1)
+    first_row[m_code[::-1]] = np.arange(len(m_code))[::-1]
+    per_ent.insert(0, "uscc", m["uscc"].array.take(first_row[per_ent["_uc"].to_numpy()]))
+    del g, m, m_code, first_row
+    x = per_ent.merge(lk[["identity_code", "parcel_code", "_uc", "weight"]], on="_uc", how="left")
+    del per_ent, lk
+    uc = x.pop("_uc").to_numpy()
     # no land: kept with identity_code NA and the whole figure
     x["weight"] = x["weight"].fillna(1.0)
     x[value_cols] = x[value_cols].mul(x["weight"], axis=0)
     if by_enterprise:
         return x.sort_values(["identity_code", "uscc", "year"], ignore_index=True, na_position="last")
-    g = x.groupby(["identity_code", "year"], dropna=False, sort=True)
+    # per (identity_code, year) on the code of the piece (NA last, as dropna=False, sort=True
+    # does); the identity_code column is taken back from a row of each piece
+    ic, ic_uniq = pd.factorize(_o(x["identity_code"]), sort=True)
+    ic = np.where(ic < 0, len(ic_uniq), ic)
+    g = x.assign(_ic=ic, _uc=uc).groupby(["_ic", "year"], dropna=False, sort=True)
     out = g[value_cols].sum(min_count=1)
-    out.insert(0, "occupant_count", g["uscc"].nunique())
+    out.insert(0, "occupant_count", g["_uc"].nunique())
     out.insert(0, "parcel_code", g["parcel_code"].first())
-    return out.reset_index().sort_values(["identity_code", "year"], ignore_index=True, na_position="last")
+    out = out.reset_index()
+    first_row = np.full(len(ic_uniq) + 1, -1)
+    first_row[ic[::-1]] = np.arange(len(ic))[::-1]
+    out.insert(0, "identity_code", x["identity_code"].array.take(first_row[out.pop("_ic").to_numpy()]))
+    return out.sort_values(["identity_code", "year"], ignore_index=True, na_position="last")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -175,15 +211,31 @@ def _split_meters(m: pd.DataFrame, ent_key: pd.Series) -> pd.DataFrame:
     on = meter.notna().to_numpy()
     if not on.any():
         return m
-    m = m.copy()
-    sub = m[on].assign(_meter=meter[on].to_numpy())
-    reading = sub.groupby(["year", "_meter"])["electricity_kwh"].max()
-    users = sub[["year", "_meter", "uscc"]].drop_duplicates()
-    users["_w"] = users["uscc"].map(ent_key).fillna(0).to_numpy(float)
-    wsum = users.groupby(["year", "_meter"])["_w"].transform("sum")
-    n = users.groupby(["year", "_meter"])["_w"].transform("size")
-    users["_f"] = np.where(wsum > 0, users["_w"] / wsum.where(wsum > 0, 1), 1 / n)
-    users["electricity_kwh"] = users.set_index(["year", "_meter"]).index.map(reading).to_numpy(float) * users["_f"]
+    # (no m.copy(): m is apportion_metrics' own frame, and copy-on-write protects the caller's)
+    sub = m[on]
+    # Performance: (year, meter) and uscc as integer codes — grouping, de-duplicating and
+    # looking up on Arrow-backed strings converts them to Python objects at every step.  The
+    # same pandas group reductions run on the same rows in the same order, so sums are
+    # bit-identical.
+    year_c = pd.factorize(sub["year"].to_numpy())[0].astype(np.int64)
+    meter_c = pd.factorize(_o(meter[on]))[0].astype(np.int64)
+    g = pd.factorize(year_c * (int(meter_c.max()) + 1) + meter_c)[0]
+    reading = pd.Series(sub["electricity_kwh"].to_numpy(float)).groupby(g).max().to_numpy()
+    uscc = _o(sub["uscc"])
+    u_c = pd.factorize(uscc)[0].astype(np.int64)
+    first = ~pd.Series(g.astype(np.int64) * (int(u_c.max()) + 1) + u_c).duplicated().to_numpy()
+    users = sub.loc[first, ["year", "uscc"]]
+    gu = g[first]
+    pos = pd.Index(_o(ent_key.index), dtype=object).get_indexer(uscc[first])
+    w = np.where(pos >= 0, ent_key.to_numpy(float)[pos], np.nan)
+    w = pd.Series(w).fillna(0).to_numpy(float)
+    by = pd.Series(w).groupby(gu)
+    wsum = by.transform("sum").to_numpy()
+    n = by.transform("size").to_numpy()
+    f = np.where(wsum > 0, w / np.where(wsum > 0, wsum, 1), 1 / n)
+    kwh = reading[gu] * f
+    kwh[pd.isna(users["year"]).to_numpy()] = np.nan  # no year: no group (as groupby drops NA keys)
+    users = users.assign(electricity_kwh=kwh)
     # metered electricity leaves the original rows and comes back once per (meter, enterprise)
     m.loc[on, "electricity_kwh"] = np.nan
     extra = users[["uscc", "year", "electricity_kwh"]]

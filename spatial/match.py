@@ -99,24 +99,43 @@ def match_enterprises(
     holder = _holders(land)
     ent = enterprises.reset_index(drop=True)
     uscc = _str(ent["uscc"])
+    # Performance: Arrow-backed string columns make every map/isin/sort/groupby on them slow
+    # (each converts to Python objects first).  Links are therefore keyed on integers here:
+    # the land row of a link (one hash lookup of its identity_code), the rank of its
+    # identity_code and of its uscc (sorting ranks = sorting the strings, so tie-breaks and the
+    # final order are unchanged).  Strings stay in the columns only for the output.
+    row_of = pd.Index(ident, dtype=object)
+    rank = _rank(ident)
+    site = _site_codes(land)
 
     owner = _owner_links(land, holder, ent, uscc)
-    spatial = _spatial_links(land, ent, uscc, buildings, snap_tolerance_m)
+    spatial = _spatial_links(land, ent, uscc, buildings, snap_tolerance_m, rank=rank)
     lease, unplaced = _lease_links(land, holder, leases, pd.concat([owner, spatial]),
                                    ent, uscc, snap_tolerance_m)
     # a lease outranks the tenant's own point (unless that point is on the tenant's own land)
-    h_of = pd.Series(holder, index=ident, dtype="str")
-    is_holder = (spatial["identity_code"].map(h_of) == spatial["uscc"]).to_numpy()
-    spatial = spatial[~_isin(spatial["uscc"], set(_o(lease["uscc"]))) | is_holder]
+    sp_row = row_of.get_indexer(_o(spatial["identity_code"]))
+    is_holder = _holder_keys(holder)[sp_row] == _o(spatial["uscc"])
+    keep = ~_isin(spatial["uscc"], set(_o(lease["uscc"]))) | is_holder
+    spatial, sp_row = spatial[keep], sp_row[keep]
 
     links = pd.concat([owner, spatial, lease], ignore_index=True)
-    occupied = _sites(land, spatial)  # (site, uscc) where an enterprise physically is
+    # (site, uscc) where an enterprise physically is
+    occ_site, occ_uscc = [site[sp_row]], [_o(spatial["uscc"])]
     links, unapplied = _apply_corrections(links, land, corrections)
-    occupied |= _sites(land, links[links["method"] == "correction"])
+    corr = links[(links["method"] == "correction").to_numpy()]
+    occ_site.append(site[row_of.get_indexer(_o(corr["identity_code"]))])
+    occ_uscc.append(_o(corr["uscc"]))
+    occupied = (np.concatenate(occ_site), np.concatenate(occ_uscc))
+
+    links = links.reset_index(drop=True)
+    links["_l"] = row_of.get_indexer(_o(links["identity_code"]))
+    links["_i"] = rank[links["_l"].to_numpy()]
+    links["_u"] = pd.factorize(_o(links["uscc"]), sort=True, use_na_sentinel=False)[0]
     links = _dedupe(links)
-    links = _assign_roles(links, land, holder, occupied)
+    links = _assign_roles(links, land, holder, occupied, site)
     links = _with_distance(links, land, ent, uscc)
-    links = links[LINK_COLUMNS].sort_values(["identity_code", "uscc"], ignore_index=True)
+    order = np.lexsort((links["_u"].to_numpy(), links["_i"].to_numpy()))
+    links = links[LINK_COLUMNS].take(order).reset_index(drop=True)
     links.attrs["unplaced_leases"] = unplaced
     links.attrs["unapplied_corrections"] = unapplied
     return links
@@ -205,6 +224,34 @@ def assign_buildings(buildings: gpd.GeoDataFrame, land: gpd.GeoDataFrame) -> pd.
 
 # --------------------------------------------------------------------------- helpers
 
+def _rank(codes) -> np.ndarray:
+    """Rank of each code in string order (equal codes share a rank): sorting by the rank sorts
+    like the strings, at integer speed."""
+    return pd.factorize(_o(codes), sort=True, use_na_sentinel=False)[0]
+
+
+def _site_codes(land) -> np.ndarray:
+    # a 宗地 with its attached de-facto land is one site
+    return _str(land["parcel_code"]).fillna(land["identity_code"]).to_numpy(dtype=object)
+
+
+def _holder_keys(holder) -> np.ndarray:
+    """Holders as an object array with "\x00" for none (never equal to a uscc)."""
+    return pd.Series(holder, dtype="str").fillna("\x00").to_numpy(dtype=object)
+
+
+def _pairs_in(a1, a2, b1, b2) -> np.ndarray:
+    """Whether each pair (a1[i], a2[i]) is among the pairs (b1[j], b2[j]).
+
+    Integer pair keys from one factorisation of each side, instead of building
+    ``a1 + "\x00" + a2`` strings for every row."""
+    n = len(a1)
+    c1 = pd.factorize(np.concatenate([_o(a1), _o(b1)]), use_na_sentinel=False)[0].astype(np.int64)
+    c2 = pd.factorize(np.concatenate([_o(a2), _o(b2)]), use_na_sentinel=False)[0].astype(np.int64)
+    key = c1 * (int(c2.max()) + 1 if len(c2) else 1) + c2
+    return np.isin(key[:n], key[n:])
+
+
 def _holders(land) -> np.ndarray:
     # the de-facto user holds de-facto land; the rights holder holds registered land
     return _str(land["user_uscc"]).fillna(_str(land["owner_uscc"])).to_numpy(dtype=object)
@@ -232,7 +279,9 @@ def _owner_links(land, holder, ent, uscc) -> pd.DataFrame:
     has = h.notna().to_numpy()
     out = [_frame(ident[has], h[has].to_numpy(), "owner_code", _CONF["owner_code"])]
     # no owner code but an owner name: match the enterprise by exact (normalised) name
-    if "owner_name" in land.columns and "name" in ent.columns:
+    # (normalising every enterprise name is slow: only when some piece needs it)
+    if "owner_name" in land.columns and "name" in ent.columns \
+            and (~has & _str(land["owner_name"]).notna().to_numpy()).any():
         names = _norm_name(ent["name"])
         unique = ~names.duplicated(keep=False) & names.notna()
         by_name = dict(zip(_o(names[unique]), _o(uscc[unique])))
@@ -244,21 +293,23 @@ def _owner_links(land, holder, ent, uscc) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def _spatial_links(land, ent, uscc, buildings, tol) -> pd.DataFrame:
+def _spatial_links(land, ent, uscc, buildings, tol, rank=None) -> pd.DataFrame:
     geom = ent.geometry
     has_pt = (geom.notna() & ~geom.is_empty & uscc.notna()).to_numpy()
-    pts = gpd.GeoDataFrame({"uscc": uscc[has_pt].to_numpy()}, geometry=geom[has_pt].to_numpy(),
-                           crs=ent.crs)
+    pts_geom = geom.to_numpy()[has_pt]
+    pts_uscc = uscc.to_numpy(dtype=object)[has_pt]
     empty = _frame([], [], "point_in_polygon", []).assign(building_id=pd.Series([], dtype="str"))
-    if len(pts) == 0 or len(land) == 0:
+    if len(pts_geom) == 0 or len(land) == 0:
         return empty
-    lnd = gpd.GeoDataFrame({"identity_code": land["identity_code"].to_numpy(),
-                            "_a": np.round(land["area_m2"].to_numpy(), 3)},
-                           geometry=land.geometry.to_numpy(), crs=land.crs)
+    ident = land["identity_code"].to_numpy(dtype=object)
+    lg = land.geometry.to_numpy()
+    area = np.round(land["area_m2"].to_numpy(float), 3)
+    rank = _rank(ident) if rank is None else rank
     parts = []
-    done = np.zeros(len(pts), dtype=bool)
+    done = np.zeros(len(pts_geom), dtype=bool)
 
     if buildings is not None and len(buildings):
+        pts = gpd.GeoDataFrame({"uscc": pts_uscc}, geometry=pts_geom, crs=ent.crs)
         bl = assign_buildings(buildings, land)
         bg = gpd.GeoDataFrame({"building_id": bl["building_id"], "identity_code": bl["identity_code"],
                                "_b": np.round(bl["footprint_m2"].to_numpy(), 3)},
@@ -272,22 +323,27 @@ def _spatial_links(land, ent, uscc, buildings, tol) -> pd.DataFrame:
                                 building_id=j["building_id"].to_numpy()))
             done[j["index"].to_numpy()] = True
 
-    rest = pts[~done]
-    j = gpd.sjoin(rest, lnd, predicate="intersects", how="inner")
-    if len(j):
-        j = j.reset_index().sort_values(["index", "_a", "identity_code"]).drop_duplicates("index")
-        parts.append(_frame(j["identity_code"], j["uscc"], "point_in_polygon", _CONF["point_in_polygon"]))
-        done[j["index"].to_numpy()] = True  # sjoin keeps the labels of pts (a RangeIndex)
+    # Performance: the STRtree is queried directly (what gpd.sjoin / sjoin_nearest do inside)
+    # and ties are broken with one integer lexsort on (point, area, rank of code) instead of
+    # sorting a joined frame on its identity_code strings.  Same pairs, same order.
+    tree = shapely.STRtree(lg)
+    rest = np.flatnonzero(~done)
+    pi, li = tree.query(pts_geom[rest], predicate="intersects")
+    if len(pi):
+        pi = rest[pi]
+        pi, li, _ = _first_per_point(pi, li, None, (rank[li], area[li]))
+        parts.append(_frame(ident[li], pts_uscc[pi], "point_in_polygon", _CONF["point_in_polygon"]))
+        done[pi] = True
 
-    rest = pts[~done]
+    rest = np.flatnonzero(~done)
     if len(rest) and tol > 0:
-        j = gpd.sjoin_nearest(rest, lnd, max_distance=tol, distance_col="_d", how="inner")
-        if len(j):
-            j = j.reset_index()
-            j["_dr"] = np.round(j["_d"], 6)
-            j = j.sort_values(["index", "_dr", "_a", "identity_code"]).drop_duplicates("index")
-            conf = 0.7 - 0.4 * (j["_d"].to_numpy() / tol)
-            parts.append(_frame(j["identity_code"], j["uscc"], "snap", conf))
+        (pi, li), d = tree.query_nearest(pts_geom[rest], max_distance=tol, return_distance=True,
+                                         all_matches=True)
+        if len(pi):
+            pi = rest[pi]
+            pi, li, d = _first_per_point(pi, li, d, (rank[li], area[li], np.round(d, 6)))
+            conf = 0.7 - 0.4 * (d / tol)
+            parts.append(_frame(ident[li], pts_uscc[pi], "snap", conf))
     if not parts:
         return empty
     out = pd.concat(parts, ignore_index=True)
@@ -295,6 +351,15 @@ def _spatial_links(land, ent, uscc, buildings, tol) -> pd.DataFrame:
         out["building_id"] = pd.NA
     out["building_id"] = out["building_id"].astype("str")
     return out
+
+
+def _first_per_point(pi, li, d, keys):
+    """The best candidate per point: sorted by point, then ``keys`` (last key sorts first, as
+    np.lexsort), first row of each point kept.  Output in point order."""
+    order = np.lexsort(tuple(keys) + (pi,))
+    pi, li = pi[order], li[order]
+    first = np.r_[True, pi[1:] != pi[:-1]]
+    return pi[first], li[first], (d[order][first] if d is not None else None)
 
 
 def _lease_links(land, holder, leases, known, ent, uscc, tol):
@@ -366,16 +431,6 @@ def _code_map(land) -> dict:
     return out
 
 
-def _site_map(land) -> dict:
-    # a 宗地 with its attached de-facto land is one site
-    site = _str(land["parcel_code"]).fillna(land["identity_code"])
-    return dict(zip(_o(land["identity_code"]), _o(site)))
-
-
-def _sites(land, links) -> set:
-    return set(_o(links["identity_code"].map(_site_map(land)) + "\x00" + links["uscc"]))
-
-
 def _apply_corrections(links, land, corrections) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Links after staff corrections, and the corrections that name unknown land."""
     if corrections is None or len(corrections) == 0:
@@ -401,8 +456,8 @@ def _apply_corrections(links, land, corrections) -> tuple[pd.DataFrame, pd.DataF
                                     "identity_code": ic}).dropna())
     pieces = pd.concat(frames).drop_duplicates()
     rm = c[c["action"] == "remove"].merge(pieces, on="code")
-    key = links["identity_code"] + "\x00" + links["uscc"]
-    links = links[~_isin(key, set(_o(rm["identity_code"] + "\x00" + rm["uscc"])))]
+    if len(rm):
+        links = links[~_pairs_in(links["identity_code"], links["uscc"], rm["identity_code"], rm["uscc"])]
     # add: the registered piece of that 宗地, or that identity_code
     by_code = _code_map(land)
     add = c[c["action"] == "add"].copy()
@@ -419,56 +474,62 @@ def _apply_corrections(links, land, corrections) -> tuple[pd.DataFrame, pd.DataF
 
 
 def _dedupe(links) -> pd.DataFrame:
+    """One row per (identity_code, uscc); ``links`` carries the integer keys ``_i`` (rank of
+    identity_code), ``_u`` (rank of uscc) and ``_l`` (land row)."""
     links = links.copy()
     for c in ("building_id", "leased_floor_area_m2", "leased_land_area_m2", "fixed_share"):
         if c not in links.columns:
             links[c] = np.nan
     links["_p"] = links["method"].map(_PRIORITY)
-    links = links.sort_values(["identity_code", "uscc", "_p", "confidence"], ascending=[True, True, True, False])
+    # integer ranks sort exactly like the (identity_code, uscc) strings
+    links = links.sort_values(["_i", "_u", "_p", "confidence"], ascending=[True, True, True, False])
     # keep lease areas and the building of lower-ranked duplicates: split_shares needs them
-    first = links.groupby(["identity_code", "uscc"], sort=False)
+    first = links.groupby(["_i", "_u"], sort=False)
     carry = first[["building_id", "leased_floor_area_m2", "leased_land_area_m2", "fixed_share"]].first() \
         if len(links) else None
-    links = links.drop_duplicates(["identity_code", "uscc"]).drop(columns="_p")
+    links = links.drop_duplicates(["_i", "_u"]).drop(columns="_p")
     if carry is not None:
         links = links.drop(columns=list(carry.columns)).merge(
-            carry.reset_index(), on=["identity_code", "uscc"], how="left")
+            carry.reset_index(), on=["_i", "_u"], how="left")
     return links
 
 
-def _assign_roles(links, land, holder, occupied) -> pd.DataFrame:
+def _assign_roles(links, land, holder, occupied, site) -> pd.DataFrame:
     links = links.reset_index(drop=True)
     for c, dt in (("building_id", "str"), ("leased_floor_area_m2", float),
                   ("leased_land_area_m2", float), ("fixed_share", float)):
         if c not in links.columns:
             links[c] = np.nan
         links[c] = links[c].astype(dt)
-    h = pd.Series(holder, index=land["identity_code"].to_numpy(), dtype="str")
-    sm = _site_map(land)
-    is_holder = (links["uscc"] == links["identity_code"].map(h).fillna("\x00")).to_numpy()
-    held = links.loc[is_holder, "identity_code"]
-    has_holder = _isin(links["identity_code"], set(_o(held)))
-    with_tenant = set(_o(links.loc[~is_holder & has_holder, "identity_code"]))
-    occ = _isin(links["identity_code"].map(sm) + "\x00" + links["uscc"], occupied)
-    tenanted = _isin(links["identity_code"], with_tenant)
+    li, ii = links["_l"].to_numpy(), links["_i"].to_numpy()
+    u = _o(links["uscc"])
+    is_holder = u == _holder_keys(holder)[li]
+    has_holder = np.isin(ii, ii[is_holder])
+    tenanted = np.isin(ii, ii[~is_holder & has_holder])
+    occ = _pairs_in(site[li], u, occupied[0], occupied[1])
     role = np.where(
         is_holder, np.where(tenanted & ~occ, "landlord", "owner_occupier"),
         np.where(has_holder | (links["method"] == "lease").to_numpy(), "tenant", "owner_occupier"))
     links["role"] = role
     links["holder"] = is_holder
-    links["parcel_code"] = links["identity_code"].map(dict(zip(_o(land["identity_code"]), _o(land["parcel_code"]))))
+    # the land's parcel_code by row; the mapper is built as Series.map(dict) builds it, so the
+    # column's dtype is what the mapping gave
+    mapper = pd.Series(dict(zip(_o(land["identity_code"]), _o(land["parcel_code"]))))
+    links["parcel_code"] = mapper.array.take(li) if len(mapper) == len(land) else \
+        links["identity_code"].map(mapper)
     return links
 
 
 def _with_distance(links, land, ent, uscc) -> pd.DataFrame:
     links["distance_m"] = shapely.distance(
         _take(ent.geometry, uscc, links["uscc"]),
-        _take(land.geometry, land["identity_code"], links["identity_code"])) if len(links) else np.array([], float)
+        land.geometry.to_numpy()[links["_l"].to_numpy()]) if len(links) else np.array([], float)
     return links
 
 
 def _take(geoms, keys, wanted) -> np.ndarray:
     """Geometries by key (None where the key is unknown), vectorised."""
-    idx = pd.Index(keys).get_indexer(pd.Index(wanted))
+    # object Index: a lookup on Arrow-backed strings converts them to objects every time
+    idx = pd.Index(_o(keys), dtype=object).get_indexer(pd.Index(_o(wanted), dtype=object))
     arr = np.append(np.asarray(geoms.to_numpy(), dtype=object), None)
     return arr[idx]  # -1 picks the trailing None
