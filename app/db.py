@@ -14,13 +14,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from app.embedded import EmbeddedCluster
+from app.embedded import EmbeddedCluster, cluster_home
 from app.settings import PROJECT_ROOT, Settings, get_settings
 
 
 def embedded_cluster(settings: Settings | None = None) -> EmbeddedCluster:
     s = settings or get_settings()
-    return EmbeddedCluster(s.cluster_dir, port=s.db_port, db_name=s.db_name, db_user=s.db_user,
+    return EmbeddedCluster(cluster_home(s.cluster_dir), port=s.db_port, db_name=s.db_name, db_user=s.db_user,
                            bindir=s.pg_bindir)
 
 

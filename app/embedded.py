@@ -16,6 +16,7 @@ Example
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import pwd
 import re
@@ -70,6 +71,42 @@ def find_pg_bindir(configured: Path | None = None) -> Path:
         "PostgreSQL server binaries not found. Run scripts/bootstrap.sh (installs postgresql and "
         "postgis from the OS packages), or set DATABASE_URL to an existing PostGIS."
     )
+
+
+def server_can_reach(path: Path) -> bool:
+    """Whether the server user could reach ``path``: every existing ancestor searchable by it.
+
+    Only matters as root (the server then runs as ``postgres``): a project cloned under /root
+    (mode 700) cannot hold the cluster, so :func:`cluster_home` puts it elsewhere.
+    """
+    if os.geteuid() != 0:
+        return True
+    try:
+        pw = pwd.getpwnam(_SERVER_USER)
+    except KeyError:
+        return True  # nothing to check against; init() will say what to install
+    p = Path(path).absolute()
+    for anc in [p, *p.parents]:
+        if not anc.exists():
+            continue
+        st = anc.stat()
+        if st.st_uid == pw.pw_uid:
+            continue
+        if st.st_gid == pw.pw_gid and st.st_mode & 0o010:
+            continue
+        if not st.st_mode & 0o001:
+            return False
+    return True
+
+
+def cluster_home(preferred: Path) -> Path:
+    """Where the cluster lives: ``preferred`` if the server user can reach it, else a directory
+    under /var/lib/mujun named after ``preferred`` (stable, so data survives between commands)."""
+    preferred = Path(preferred).absolute()
+    if server_can_reach(preferred.parent):
+        return preferred
+    digest = hashlib.sha1(str(preferred).encode()).hexdigest()[:12]
+    return Path("/var/lib/mujun") / digest / preferred.name
 
 
 def _free_port() -> int:

@@ -57,3 +57,23 @@ def test_cli_db_status_start_stop():
         assert "stopped" in run("db", "status").stdout
     finally:
         EmbeddedCluster(Path(data) / "pg").destroy()
+
+
+def test_cluster_moves_out_of_a_directory_the_server_user_cannot_reach():
+    from app.embedded import cluster_home, server_can_reach
+
+    locked = Path(tempfile.mkdtemp(prefix="mujun-locked-"))  # mode 700, like /root
+    open_dir = Path(tempfile.mkdtemp(prefix="mujun-open-"))
+    os.chmod(open_dir, 0o755)
+    try:
+        if os.geteuid() != 0:
+            assert cluster_home(locked / "var" / "pg") == locked / "var" / "pg"
+            return
+        assert not server_can_reach(locked / "var")
+        home = cluster_home(locked / "var" / "pg")
+        assert home.parent.parent == Path("/var/lib/mujun") and home.name == "pg"
+        assert home == cluster_home(locked / "var" / "pg")  # stable: the data is found again
+        assert cluster_home(open_dir / "pg") == open_dir / "pg"
+    finally:
+        os.rmdir(locked)
+        os.rmdir(open_dir)
