@@ -41,8 +41,6 @@ class Settings(BaseSettings):
     #: Items paging: QGIS reads both from the OpenAPI document.
     default_limit: int = 1000
     max_limit: int = 10000
-    #: Largest bbox (degrees², ~ 50 km × 50 km) one items request may ask for without paging by key.
-    max_bbox_deg2: float = 1.0
 
     #: Web map basemap: XYZ/WMTS raster URL template(s) with {z}/{x}/{y}, several joined by ``|``
     #: (e.g. 天地图 vec_w + cva_w with your tk); unset = no basemap (works offline). Set
