@@ -109,9 +109,10 @@ def serve(host: str = typer.Option(None, help="default MUJUN_HOST or 127.0.0.1")
     host = host or s.host
     port = port or s.port
     url = ready_url()
-    os.environ.setdefault("DATABASE_URL", url) if workers > 1 else None
     _print_endpoints(host, port)
     if workers > 1:
+        # Worker processes build their own app from the environment: hand them the resolved URL.
+        os.environ["DATABASE_URL"] = url
         uvicorn.run("app.asgi:app", host=host, port=port, workers=workers, log_level="info")
     else:
         from app.main import create_app
