@@ -427,6 +427,18 @@ def _order_by(q: FeatureQuery) -> str:
 
 # ----------------------------------------------------------------------------- statements
 
+def _json_number(sql: str) -> str:
+    """A float8 as JSON text with a decimal point (``12.0``), ``null`` for NULL/NaN/infinite.
+
+    Plain float8 arithmetic and output: going through ``numeric`` (``x::numeric + 0.0``) cost
+    about a third of the database time of a 1000-feature page.
+    """
+    v = f"(({sql})::float8)"
+    return (f"CASE WHEN {v} IS NULL OR {v} = 'NaN'::float8 OR abs({v}) = 'Infinity'::float8 THEN 'null' "
+            f"WHEN {v} = trunc({v}) AND abs({v}) < 1e15 THEN trunc({v})::bigint::text || '.0' "
+            f"ELSE {v}::text END")
+
+
 def _feature_json(q: FeatureQuery, *, traditional: bool = False) -> str:
     """SQL for one Feature's GeoJSON text, concatenated (compact, no re-parsing of the geometry).
 
@@ -435,9 +447,9 @@ def _feature_json(q: FeatureQuery, *, traditional: bool = False) -> str:
     """
     parts = []
     for i, p in enumerate(q.props):
-        expr = f"(({p.sql})::numeric + 0.0)" if p.type == "number" else f"({p.sql})"
         key = orjson.dumps(p.name).decode().replace("'", "''")
-        parts.append(f"'{',' if i else ''}{key}:' || coalesce(to_json({expr})::text, 'null')")
+        value = _json_number(p.sql) if p.type == "number" else f"coalesce(to_json(({p.sql}))::text, 'null')"
+        parts.append(f"'{',' if i else ''}{key}:' || {value}")
     props = "'{' || " + " || ".join(parts) + " || '}'" if parts else "'{}'"
     geom = geometry_out(q.layer.geom_sql, q.crs, traditional=traditional)
     return ("""'{"type":"Feature","id":' || to_json(""" + q.layer.id_sql + """)::text"""
