@@ -156,7 +156,7 @@ def import_(bundle: Path = typer.Argument(..., exists=True, help="bundle directo
     from app.ingest import import_bundle
     from spatial.io import BundleError
 
-    url = ready_url()
+    ready_url()
     with _progress_bar() as bar:
         task = bar.add_task("reading", total=None)
 

@@ -21,7 +21,7 @@ import shapely
 import sqlalchemy as sa
 
 from app import db, store
-from app.models import METRIC_COLUMNS, SRID, import_batches, import_rejects
+from app.models import METRIC_COLUMNS, SRID, import_batches
 from app.settings import Settings, get_settings
 from spatial.crs import metric_crs_for
 from spatial.identifiers import is_parcel_code

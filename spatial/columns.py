@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: Roles of a bundle, in reading order (enterprises before metrics so references can be checked).
 ROLES = ("parcels", "buildings", "defacto", "enterprises", "metrics", "leases", "corrections")

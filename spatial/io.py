@@ -30,7 +30,6 @@ import datetime as _dt
 import re
 import struct
 import warnings
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path

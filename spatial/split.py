@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from spatial.identity import M2_PER_MU, _isin, _o, _polygonal, _str
+from spatial.identity import M2_PER_MU, _isin, _polygonal, _str
 from spatial.match import assign_buildings
 
 __all__ = ["split_shares", "sublot_geometries", "SUBLOT_TOLERANCE"]
@@ -199,6 +199,37 @@ def sublot_geometries(land: gpd.GeoDataFrame, links: pd.DataFrame) -> gpd.GeoDat
 
 
 # --------------------------------------------------------------------------- helpers
+
+def _leases_onto_links(df: pd.DataFrame, leases: pd.DataFrame, area_of: pd.Series) -> pd.DataFrame:
+    """Put lease records' areas on tenant links, for links that came without them.
+
+    A lease naming its 宗地 goes to the tenant's links on that code; one naming only a landlord
+    goes to all the tenant's links. A lease covering several pieces is spread by piece area.
+    """
+    n = len(leases)
+    ls = pd.DataFrame({
+        "uscc": _str(leases["tenant_uscc"]).to_numpy(dtype=object),
+        "parcel_code": (_str(leases["parcel_code"]) if "parcel_code" in leases.columns
+                        else pd.Series([pd.NA] * n, dtype="str")).to_numpy(dtype=object),
+        "floor": pd.to_numeric(leases.get("floor_area_m2", pd.Series([np.nan] * n)), errors="coerce").to_numpy(float),
+        "land": pd.to_numeric(leases.get("land_area_m2", pd.Series([np.nan] * n)), errors="coerce").to_numpy(float),
+    })
+    tenant = (df["role"] == "tenant").to_numpy() if "role" in df.columns else np.ones(len(df), bool)
+    cand = df.loc[tenant, ["identity_code", "parcel_code", "uscc"]].rename_axis("row").reset_index()
+    cand["piece_area"] = cand["identity_code"].map(area_of).to_numpy(float)
+    named = ls[pd.notna(ls["parcel_code"])].groupby(["uscc", "parcel_code"], as_index=False)[["floor", "land"]].sum(min_count=1)
+    by_code = cand.merge(named, on=["uscc", "parcel_code"])
+    by_code["w"] = by_code["piece_area"] / by_code.groupby(["uscc", "parcel_code"])["piece_area"].transform("sum")
+    unnamed = ls[pd.isna(ls["parcel_code"])].groupby("uscc", as_index=False)[["floor", "land"]].sum(min_count=1)
+    by_tenant = cand.merge(unnamed, on="uscc")
+    by_tenant["w"] = by_tenant["piece_area"] / by_tenant.groupby("uscc")["piece_area"].transform("sum")
+    both = pd.concat([by_code, by_tenant], ignore_index=True)
+    both[["floor", "land"]] = both[["floor", "land"]].mul(both["w"], axis=0)
+    per_row = both.groupby("row")[["floor", "land"]].sum(min_count=1)
+    df.loc[per_row.index, "leased_floor_area_m2"] = per_row["floor"].to_numpy()
+    df.loc[per_row.index, "leased_land_area_m2"] = per_row["land"].to_numpy()
+    return df
+
 
 def _claims(df, area, holder, buildings, land):
     n = len(df)

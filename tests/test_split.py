@@ -233,3 +233,26 @@ def test_split_then_sublots_end_to_end():
     links = split_shares(match_enterprises(land, e), land)
     lots = sublot_geometries(land, links)
     _check_partition(lots.set_index("uscc").loc[links["uscc"]], land.geometry[0], list(links["share"]))
+
+
+def test_raw_leases_put_on_links_that_lack_lease_areas():
+    """Links built elsewhere (no leased_* columns) plus the lease records give the same shares as
+    links that carry the leased areas themselves."""
+    land = land_of([rect(0, 0, 100, 100)])
+    i = land["identity_code"][0]
+    code = land["parcel_code"][0]
+    plain = links_df([(i, "O0", "landlord", True, {"parcel_code": code}),
+                      (i, "T1", "tenant", False, {"parcel_code": code}),
+                      (i, "T2", "tenant", False, {"parcel_code": code})])
+    leases = pd.DataFrame({"tenant_uscc": ["T1", "T2"], "parcel_code": [code, None],
+                           "landlord_uscc": ["O0", "O0"], "floor_area_m2": [1000.0, np.nan],
+                           "land_area_m2": [np.nan, 2500.0]})
+    out = split_shares(plain, land, leases=leases).set_index("uscc")
+    carried = links_df([(i, "O0", "landlord", True, {"parcel_code": code}),
+                        (i, "T1", "tenant", False, {"parcel_code": code, "leased_floor_area_m2": 1000.0}),
+                        (i, "T2", "tenant", False, {"parcel_code": code, "leased_land_area_m2": 2500.0})])
+    expected = split_shares(carried, land).set_index("uscc")
+    assert out["share"].to_dict() == pytest.approx(expected["share"].to_dict())
+    assert out.loc["T2", "share"] == pytest.approx(0.25) and out.loc["T2", "share_source"] == "lease_land"
+    assert out.loc["T1", "share_source"] == "lease_floor"
+    check_sums(out.reset_index(), land)
