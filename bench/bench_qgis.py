@@ -107,7 +107,7 @@ def write_results(path: Path, res: dict) -> None:
     if head in text:
         start = text.index(head)
         nxt = text.find("\n## ", start + len(head))
-        text = text[:start] + block + (text[nxt + 1:] if nxt >= 0 else "")
+        text = text[:start] + block + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + block
     path.write_text(text)
