@@ -278,7 +278,7 @@ audit_log = sa.Table(
     sa.Column("actor", sa.Text, nullable=False),
     sa.Column("action", sa.Text, nullable=False),
     sa.Column("entity", sa.Text),
-    sa.Column("entity_id", sa.Text),
+    sa.Column("entity_id", sa.Text, index=True),
     sa.Column("details", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
 )
 
