@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -44,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from app import db  # noqa: E402
 from app.api.sql import encode_key  # noqa: E402
 from app.embedded import EmbeddedCluster  # noqa: E402
+from results import replace_section  # noqa: E402
 
 SECTION = "## OGC API Features vs tipg"
 
@@ -356,16 +356,7 @@ def write_results(path: Path, res: dict) -> None:
     for k, v in res.get("exports", {}).items():
         lines.append(f"| {k}{'' if v['status'] == 200 else ' (HTTP ' + str(v['status']) + ')'} | {v['s']:.2f} | "
                      f"{v['mb']:.1f} | {v['rss_base_mb']:.0f} → {v['rss_peak_mb']:.0f} |")
-    lines.append("")
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    section = "\n".join(lines)
-    if SECTION in text:
-        start = text.index(SECTION)
-        nxt = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section("\n".join(lines), path)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from bench_features import free_port, make_database, start_server, stop  # noqa: E402
+from results import replace_section  # noqa: E402
 
 
 def qgis_load(url: str, typename: str, id_field: str) -> dict:
@@ -102,15 +103,7 @@ def write_results(path: Path, res: dict) -> None:
             rows.append(f"| {name} | error: {r['error'][:120]} | | | |")
         else:
             rows.append(f"| {name} | {r['s']} | {r.get('requests')} | {r.get('iterated')} | {r.get('distinct_ids')} |")
-    block = "\n".join(rows) + "\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if head in text:
-        start = text.index(head)
-        nxt = text.find("\n## ", start + len(head))
-        text = text[:start] + block + ("\n" + text[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
+    replace_section("\n".join(rows), path)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import argparse
 import math
 import os
 import platform
-import re
 import socket
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from results import replace_section
 
 ROOT = Path(__file__).resolve().parents[1]
 X0, Y0 = 509_660.0, 3_341_300.0  # ~120.1°E 30.2°N in EPSG:4549 (CGCS2000 / GK 120°E)
@@ -272,17 +273,6 @@ def make_database(n: int) -> tuple[str, callable]:
     return url, done
 
 
-def write_results(section: str) -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Vector tiles\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parcels", type=int, default=100_000)
@@ -363,7 +353,7 @@ def main() -> None:
     section = "\n".join(lines) + "\n"
     print(section)
     if not args.no_write:
-        write_results(section)
+        replace_section(section)
 
 
 if __name__ == "__main__":
