@@ -27,7 +27,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from results import replace_section
+# bench/ helpers, also when the tests import this module as bench.bench_tiles
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 X0, Y0 = 509_660.0, 3_341_300.0  # ~120.1°E 30.2°N in EPSG:4549 (CGCS2000 / GK 120°E)
