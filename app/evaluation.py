@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from app import db, store
-from app.api.layers import current_run_sql
+from app.api.layers import SHOWN_RUNS_SQL
 from app.models import METRIC_COLUMNS, evaluation_runs
 from scoring import evaluate, explain_text, load_scheme, multiyear_status, run_fingerprint, scheme_hash
 from scoring.scheme import Scheme
@@ -164,21 +164,15 @@ def _progress(progress, text: str) -> None:
 
 def _history(conn: sa.Connection, year: int) -> pd.DataFrame:
     """Grades of earlier years from the run shown for each year (multi-year rules read these)."""
-    years = [r[0] for r in conn.execute(sa.text(
-        "SELECT DISTINCT year FROM evaluation_runs WHERE year < :y AND status IN ('draft','published') ORDER BY year"),
-        {"y": year})]
-    frames = []
-    for y in years:
-        run_id = conn.execute(sa.text(current_run_sql()), {"year": y}).scalar()
-        frames.append(store.read_frame(conn, """
-            SELECT 'E:' || r.uscc AS subject_id, :y AS year, r.grade, r.tax_per_mu, m.electricity_kwh
-            FROM enterprise_ratings r LEFT JOIN metrics m ON m.uscc = r.uscc AND m.year = :y
-            WHERE r.run_id = :run
-            UNION ALL
-            SELECT 'P:' || r.identity_code, :y, r.grade, r.tax_per_mu, NULL
-            FROM parcel_ratings r WHERE r.run_id = :run""", {"y": y, "run": run_id}))
-    cols = ["subject_id", "year", "grade", "tax_per_mu", "electricity_kwh"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    return store.read_frame(conn, f"""
+        WITH shown AS (SELECT id, year FROM ({SHOWN_RUNS_SQL}) s WHERE year < :y)
+        SELECT 'E:' || r.uscc AS subject_id, s.year, r.grade, r.tax_per_mu, m.electricity_kwh
+        FROM shown s JOIN enterprise_ratings r ON r.run_id = s.id
+        LEFT JOIN metrics m ON m.uscc = r.uscc AND m.year = s.year
+        UNION ALL
+        SELECT 'P:' || r.identity_code, s.year, r.grade, r.tax_per_mu, NULL
+        FROM shown s JOIN parcel_ratings r ON r.run_id = s.id
+        ORDER BY 1, 2""", {"y": year})
 
 
 def _history_digest(history: pd.DataFrame) -> str:

@@ -7,7 +7,8 @@ import math
 import sqlalchemy as sa
 from tests.test_tiles import AREA_MU, T1, client, county, identity, parcel_code, uscc_of  # noqa: F401
 
-from app.api.archives import _SHOWN_RUNS, strip_figures
+from app.api.archives import strip_figures
+from app.api.layers import SHOWN_RUNS_SQL
 from app.api.layers import current_run_sql
 
 
@@ -122,7 +123,7 @@ def test_region_scope_hides_other_townships_with_the_same_404(client, county):
 def test_shown_runs_match_current_run_sql(county):
     eng = sa.create_engine(county.url)
     with eng.connect() as conn:
-        shown = {r.year: r.id for r in conn.execute(sa.text(_SHOWN_RUNS))}
+        shown = {r.year: r.id for r in conn.execute(sa.text(SHOWN_RUNS_SQL))}
         for year, run_id in shown.items():
             assert conn.execute(sa.text(current_run_sql()), {"year": year}).scalar() == run_id
     eng.dispose()

@@ -12,8 +12,8 @@ of land it uses (owned or leased) with shares, its total land, figures per year 
 (analyst) and warnings.
 
 "Per year" means the run shown for that year — the latest published run, else the latest
-draft — exactly as :func:`app.api.layers.current_run_sql` picks it for maps (``_SHOWN_RUNS``
-is its one-query-for-all-years form; a test holds them equal).
+draft — exactly as :func:`app.api.layers.current_run_sql` picks it for maps (both are
+:data:`app.api.layers.SHOWN_RUNS_SQL`, the one rule).
 
 Who sees what (see :mod:`app.auth`): ``public`` gets land, codes, areas and grades; ``viewer``
 adds names, link details, scores, ranks, explanations *without figures* and history; ``analyst``
@@ -33,6 +33,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from app.api.common import data_version, etag_response, json_error, json_response
+from app.api.layers import SHOWN_RUNS_SQL
 from app.auth import Principal, principal
 from app.models import METRIC_COLUMNS
 from spatial.identifiers import uscc_status
@@ -43,12 +44,6 @@ MU_M2 = 10000.0 / 15
 
 # --------------------------------------------------------------------------- SQL
 
-#: The run shown for every year (``current_run_sql`` for all years at once).
-_SHOWN_RUNS = """
-    SELECT DISTINCT ON (year) id, year, status, scheme_name, scheme_version
-    FROM evaluation_runs
-    WHERE status IN ('published', 'draft')
-    ORDER BY year DESC, (status = 'published') DESC, id DESC"""
 
 _PARCEL = """
     SELECT p.identity_code, p.kind, p.parcel_code, p.parent_identity_code, p.owner_uscc, p.owner_name,
@@ -68,7 +63,7 @@ _ATTACHED = """
 
 #: Enterprises on a piece of land, with their grade in the newest shown run.
 _PARCEL_LINKS = f"""
-    WITH shown AS ({_SHOWN_RUNS} LIMIT 1)
+    WITH shown AS ({SHOWN_RUNS_SQL} LIMIT 1)
     SELECT l.uscc, e.name, e.township, l.role, l.method, l.confidence, l.distance_m, l.share,
            l.attributed_area_m2, l.attributed_area_mu, s.area_m2 AS sublot_area_m2,
            er.grade, er.colour, (SELECT year FROM shown) AS grade_year
@@ -81,7 +76,7 @@ _PARCEL_LINKS = f"""
     ORDER BY l.share DESC NULLS LAST, l.uscc"""
 
 _PARCEL_RATINGS = f"""
-    WITH shown AS ({_SHOWN_RUNS})
+    WITH shown AS ({SHOWN_RUNS_SQL})
     SELECT s.year, s.id AS run_id, s.status AS run_status, s.scheme_name, s.scheme_version, r.*
     FROM shown s JOIN parcel_ratings r ON r.run_id = s.id AND r.identity_code = :code
     ORDER BY s.year"""
@@ -111,7 +106,7 @@ _ENTERPRISE_LAND = "SELECT * FROM enterprise_land WHERE uscc = :uscc"
 
 #: Land an enterprise uses, with the land's grade in the newest shown run.
 _ENTERPRISE_PARCELS = f"""
-    WITH shown AS ({_SHOWN_RUNS} LIMIT 1)
+    WITH shown AS ({SHOWN_RUNS_SQL} LIMIT 1)
     SELECT p.identity_code, p.parcel_code, p.kind, p.township, p.area_mu AS parcel_area_mu,
            p.owner_uscc, l.role, l.method, l.confidence, l.distance_m, l.share,
            l.attributed_area_m2, l.attributed_area_mu, pr.grade, pr.colour, (SELECT year FROM shown) AS grade_year
@@ -122,7 +117,7 @@ _ENTERPRISE_PARCELS = f"""
     ORDER BY l.share DESC NULLS LAST, p.identity_code"""
 
 _ENTERPRISE_RATINGS = f"""
-    WITH shown AS ({_SHOWN_RUNS})
+    WITH shown AS ({SHOWN_RUNS_SQL})
     SELECT s.year, s.id AS run_id, s.status AS run_status, s.scheme_name, s.scheme_version, r.*
     FROM shown s JOIN enterprise_ratings r ON r.run_id = s.id AND r.uscc = :uscc
     ORDER BY s.year"""

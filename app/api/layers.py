@@ -52,16 +52,21 @@ class Layer:
         return [p for p in self.properties if role_sees(p.level)]
 
 
-def current_run_sql(year_param: str = "year") -> str:
-    """The run shown for a year: the latest published one, else the latest finished draft.
+#: The run shown for each year — the one rule maps, archives and multi-year history share:
+#: the latest published run of the year, else its latest finished draft. Newest year first.
+SHOWN_RUNS_SQL = """
+    SELECT DISTINCT ON (year) id, year, status, scheme_name, scheme_version
+    FROM evaluation_runs
+    WHERE status IN ('published', 'draft')
+    ORDER BY year DESC, (status = 'published') DESC, id DESC"""
 
-    With ``:year`` NULL, the newest year that has a run.
-    """
+
+def current_run_sql(year_param: str = "year") -> str:
+    """The run shown for one year (:data:`SHOWN_RUNS_SQL`); with ``:year`` NULL, the newest year's."""
     return f"""
-        SELECT id FROM evaluation_runs
-        WHERE status IN ('published', 'draft')
-          AND (CAST(:{year_param} AS integer) IS NULL OR year = CAST(:{year_param} AS integer))
-        ORDER BY year DESC, (status = 'published') DESC, id DESC
+        SELECT id FROM ({SHOWN_RUNS_SQL}) shown
+        WHERE CAST(:{year_param} AS integer) IS NULL OR year = CAST(:{year_param} AS integer)
+        ORDER BY year DESC
         LIMIT 1"""
 
 
