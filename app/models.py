@@ -5,8 +5,12 @@ Gauss-Krüger zone by ``spatial/`` and stored in m² and 亩. Money is in 万元
 electricity in kWh, as in the import bundle (``data/README.md``).
 
 Land of all three kinds (registered parcels, independent and attached de-facto land) lives in one
-``parcels`` table keyed by its 宗地身份码 ``identity_code``, so every layer, rating and archive
-speaks of one kind of thing.
+``parcels`` table, one row per *version* of a piece of land: its 宗地身份码 ``identity_code`` lasts
+across versions, ``valid_from`` / ``valid_to`` (years, ``valid_to`` exclusive, NULL = current) say
+when a version is the land. Which versions are "the land of year Y" is one rule,
+:func:`app.api.layers.land_in_year_sql`; derived tables (links, sub-lots, enterprise land, parcel
+metrics) carry the year they were computed for. ``land_lineage`` records splits, merges and
+re-issued 宗地代码 between codes (migration 0003).
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ import_batches = sa.Table(
     sa.Column("column_map", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("source_crs", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("report_path", sa.Text),
+    sa.Column("land_year", sa.Integer, comment="the year the bundle's land is the land of"),
+    sa.Column("land_mode", sa.Text, comment="complete | partial (land deliveries only)"),
 )
 
 import_rejects = sa.Table(
@@ -89,7 +95,10 @@ import_rejects = sa.Table(
 
 parcels = sa.Table(
     "parcels", metadata,
-    sa.Column("identity_code", sa.Text, primary_key=True, comment="宗地身份码"),
+    sa.Column("version_id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("identity_code", sa.Text, nullable=False, comment="宗地身份码"),
+    sa.Column("valid_from", sa.Integer, nullable=False, comment="first year this version is the land"),
+    sa.Column("valid_to", sa.Integer, comment="first year it no longer is (exclusive); NULL = current"),
     sa.Column("kind", sa.Text, nullable=False, comment="registered | defacto | defacto_attached"),
     sa.Column("parcel_code", sa.Text, index=True, comment="宗地代码 (own, or the parent's for attached land)"),
     sa.Column("source_parcel_code", sa.Text, index=True, comment="the 宗地代码 an unregistered cadastre row came with"),
@@ -108,6 +117,20 @@ parcels = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("geom", Geometry("MULTIPOLYGON", srid=SRID, spatial_index=True), nullable=False),
     sa.CheckConstraint("kind IN ('registered', 'defacto', 'defacto_attached')", name="parcels_kind"),
+    sa.CheckConstraint("valid_to IS NULL OR valid_to >= valid_from", name="parcels_valid_span"),
+    sa.UniqueConstraint("identity_code", "valid_from", name="parcels_identity_version"),
+)
+
+land_lineage = sa.Table(
+    "land_lineage", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("year", sa.Integer, nullable=False, comment="the delivery year the change took effect"),
+    sa.Column("parent_code", sa.Text, nullable=False, index=True),
+    sa.Column("child_code", sa.Text, nullable=False, index=True),
+    sa.Column("kind", sa.Text, nullable=False, comment="split | merge | recode"),
+    sa.Column("batch_id", sa.BigInteger, sa.ForeignKey("import_batches.id", ondelete="SET NULL")),
+    sa.CheckConstraint("kind IN ('split', 'merge', 'recode')", name="land_lineage_kind"),
+    sa.UniqueConstraint("year", "parent_code", "child_code", name="land_lineage_natural_key"),
 )
 
 buildings = sa.Table(
@@ -181,7 +204,8 @@ link_corrections = sa.Table(
 
 land_links = sa.Table(
     "land_links", metadata,
-    sa.Column("identity_code", sa.Text, sa.ForeignKey("parcels.identity_code", ondelete="CASCADE"), primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True),
+    sa.Column("identity_code", sa.Text, primary_key=True),
     sa.Column("uscc", sa.Text, primary_key=True, index=True),
     sa.Column("parcel_code", sa.Text),
     sa.Column("role", sa.Text, nullable=False, comment="owner_occupier 自用 | landlord 出租方 | tenant 承租方"),
@@ -196,7 +220,8 @@ land_links = sa.Table(
 
 sublots = sa.Table(
     "sublots", metadata,
-    sa.Column("identity_code", sa.Text, sa.ForeignKey("parcels.identity_code", ondelete="CASCADE"), primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True),
+    sa.Column("identity_code", sa.Text, primary_key=True),
     sa.Column("uscc", sa.Text, primary_key=True),
     sa.Column("share", sa.Float, nullable=False),
     sa.Column("area_m2", sa.Float, nullable=False),
@@ -205,6 +230,7 @@ sublots = sa.Table(
 
 enterprise_land = sa.Table(
     "enterprise_land", metadata,
+    sa.Column("year", sa.Integer, primary_key=True),
     sa.Column("uscc", sa.Text, primary_key=True),
     sa.Column("land_area_m2", sa.Float, nullable=False),
     sa.Column("land_area_mu", sa.Float, nullable=False),
@@ -216,7 +242,7 @@ enterprise_land = sa.Table(
 
 parcel_metrics = sa.Table(
     "parcel_metrics", metadata,
-    sa.Column("identity_code", sa.Text, sa.ForeignKey("parcels.identity_code", ondelete="CASCADE"), primary_key=True),
+    sa.Column("identity_code", sa.Text, primary_key=True),
     sa.Column("year", sa.Integer, primary_key=True),
     *_metric_columns(),
     sa.Column("occupant_count", sa.Integer),
