@@ -37,6 +37,7 @@ Example
 
 from __future__ import annotations
 
+import ast
 import datetime as _dt
 import gc
 import re
@@ -46,12 +47,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .expr import BOOLEAN, NUMBER, GroupContext, compile_expr, evaluate_expr
+from .expr import BOOLEAN, NUMBER, GroupContext, compile_expr, constant_decimals, evaluate_expr, round_half_up
 from .scheme import (
     ADJUSTMENT_KINDS,
     ADJUSTMENT_NAMES,
     ATTRIBUTES,
+    DERIVED,
     METRIC_COLUMNS,
+    PER_MU,
     Baseline,
     Indicator,
     ListSpec,
@@ -165,6 +168,8 @@ class _Run:
     adjustments: dict[int, list] = field(default_factory=dict)
     id_series: pd.Series | None = None
     reason_texts: list[str] = field(default_factory=list)
+    precision: object = None  # scheme.precision.of, or None: compare unrounded
+    landless: np.ndarray | None = None  # land below landless.min_mu (无地)
 
     @property
     def evaluated(self) -> np.ndarray:
@@ -223,7 +228,7 @@ def _prepare(subjects: pd.DataFrame, scheme: Scheme, year: int, kind: str) -> _R
     env: dict[str, np.ndarray] = {**num, **env_text, "is_tenant": is_tenant, "idle": _bool(optional("idle"))}
     run = _Run(kind, year, n, ids, env, _Flags(optional("flags")), group, group_names,
                np.full(n, -1), np.full(n, -1), ids.copy(), landlord, merged, follows,
-               id_series=id_series)
+               id_series=id_series, precision=scheme.precision.of)
 
     if tenant_rule is not None:
         known = pd.Index(ids).get_indexer(landlord) >= 0
@@ -233,7 +238,7 @@ def _prepare(subjects: pd.DataFrame, scheme: Scheme, year: int, kind: str) -> _R
             _merge_tenants(run)  # before derived values, so 亩均税收 covers the whole parcel
         elif tenant_rule.mode == "follow_landlord":
             follows[:] = applies
-    _derive(env, year, optional("founded"))
+    run.landless = _derive(env, year, optional("founded"), scheme)
     _eligibility(run, scheme)
     _assign_lists(run, scheme)
     return run
@@ -292,15 +297,23 @@ def _merge_tenants(run: _Run) -> None:
         run.env[c] = np.where(has, np.nan_to_num(x) + add, x)
 
 
-def _derive(env: dict[str, np.ndarray], year: int, founded: pd.Series) -> None:
-    """税收还原 and the named derived values (see :data:`scoring.scheme.DERIVED`)."""
+def _derive(env: dict[str, np.ndarray], year: int, founded: pd.Series, scheme: Scheme) -> np.ndarray:
+    """税收还原 and the named derived values (see :data:`scoring.scheme.DERIVED`).
+
+    Returns the 无地 mask: land (亩) missing, or below ``scheme.landless.min_mu`` once rounded
+    to the land precision. Per-mu values are missing (NaN) for those rows — they are never
+    divided by absent or negligible land (a degenerate parcel of 2e-8 m² would otherwise give
+    10¹² 万元/亩).
+    """
 
     def div(a, b, scale=1.0):
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(b == 0, np.nan, a * scale / b)
 
     env["tax"] = env["tax_paid"] + np.nan_to_num(env["tax_refund"])
-    land = env["land_mu"] = env["land_area_mu"]
+    env["land_mu"] = env["land_area_mu"]
+    landless = _landless(env["land_area_mu"], scheme)
+    land = np.where(landless, np.nan, env["land_area_mu"])
     env["tax_per_mu"] = div(env["tax"], land)
     env["va_per_mu"] = div(env["value_added"], land)
     env["output_per_mu"] = div(env["output_value"], land)
@@ -314,6 +327,15 @@ def _derive(env: dict[str, np.ndarray], year: int, founded: pd.Series) -> None:
     born = pd.to_datetime(founded, errors="coerce").to_numpy().astype("datetime64[D]")
     days = (np.datetime64(_dt.date(year, 12, 31), "D") - born).astype("float64")
     env["age_years"] = np.where(np.isnat(born), np.nan, days / 365.25)
+    return landless
+
+
+def _landless(land_mu: np.ndarray, scheme: Scheme) -> np.ndarray:
+    """无地: land missing or, rounded half-up to the land precision, below ``landless.min_mu`` 亩."""
+    cfg = scheme.landless
+    decimals = max(scheme.precision.of("land_mu"), constant_decimals(cfg.min_mu))
+    with np.errstate(invalid="ignore"):
+        return ~(round_half_up(land_mu, decimals) >= cfg.min_mu)  # NaN → landless
 
 
 def _industry_groups(codes: np.ndarray, scheme: Scheme) -> tuple[np.ndarray, list[str]]:
@@ -351,10 +373,28 @@ def _eligibility(run: _Run, scheme: Scheme) -> None:
         run.exclude(run.flag(f), f)
     if el.new_enterprise_years:
         run.exclude(env["age_years"] < el.new_enterprise_years, f"新办企业（成立不足{el.new_enterprise_years:g}年）")
+    if scheme.landless.treatment == "exclude":
+        run.exclude(run.landless, _landless_text(env["land_area_mu"], scheme, "不计亩均指标，不参与有地企业排名"))
     if el.min_land_mu > 0:
-        land = env["land_area_mu"]
+        # 用地不足 X 亩 (不足 excludes X: exactly X 亩 is evaluated), at the land precision
+        land = _rounded(run, "land_mu", env["land_area_mu"], el.min_land_mu)
         run.exclude(np.isnan(land), "用地面积缺失")
         run.exclude(land < el.min_land_mu, f"用地不足{el.min_land_mu:g}亩")
+
+
+def _rounded(run: _Run, name: str | None, values: np.ndarray, *bounds: float) -> np.ndarray:
+    """``values`` as compared with ``bounds``: at the published decimals of ``name``, never
+    coarser than the bounds are written (see :class:`scoring.scheme.Precision`)."""
+    decimals = max([run.precision(name), *(constant_decimals(b) for b in bounds)])
+    return round_half_up(values, decimals)
+
+
+def _landless_text(land: np.ndarray, scheme: Scheme, what: str) -> np.ndarray:
+    """Per-row reason: ``无地企业（用地 0.00 亩，不足 0.01 亩）：…`` (Chinese, for explanations)."""
+    d = max(scheme.precision.of("land_mu"), constant_decimals(scheme.landless.min_mu))
+    shown = pd.Series(round_half_up(land, d)).map(
+        lambda v: "用地面积缺失" if np.isnan(v) else f"用地 {v:.{d}f} 亩，不足 {scheme.landless.min_mu:g} 亩")
+    return ("无地企业（" + shown + "）：" + what).to_numpy(dtype=object)
 
 
 def _assign_lists(run: _Run, scheme: Scheme) -> None:
@@ -364,6 +404,7 @@ def _assign_lists(run: _Run, scheme: Scheme) -> None:
     tenant_list = tenants.list if tenants and tenants.mode == "separate_list" else None
     is_separate_tenant = (run.env["is_tenant"] & _when(run, tenants.when)
                           if tenant_list else np.zeros(run.n, bool))
+    landless_list = scheme.landless.list if scheme.landless.treatment == "list" else None
     idx = np.full(run.n, -1)
     for li in reversed(range(len(scheme.lists))):
         lst = scheme.lists[li]
@@ -372,6 +413,8 @@ def _assign_lists(run: _Run, scheme: Scheme) -> None:
         ok = open_ & _when(run, lst.when)
         if tenant_list:  # tenants only on their own list, and only tenants on it
             ok &= is_separate_tenant if lst.name == tenant_list else ~is_separate_tenant
+        if landless_list:  # 无地 subjects only on the 无地 list, and only they on it
+            ok &= run.landless if lst.name == landless_list else ~run.landless
         idx = np.where(ok, li, idx)
     run.list_idx = idx
     run.exclude(open_ & (idx < 0), "不在评价名单")
@@ -384,7 +427,7 @@ def _when(run: _Run, source: str, extra_env: dict | None = None, groups: GroupCo
     names.update(extra_names or {})
     expr = compile_expr(source, names, want=BOOLEAN, allow_group=groups is not None)
     return evaluate_expr(expr, {**run.env, **(extra_env or {})}, flag=run.flag, groups=groups,
-                         length=run.n)
+                         length=run.n, precision=run.precision)
 
 
 def _number(run: _Run, source: str) -> np.ndarray:
@@ -506,6 +549,10 @@ def _coefficient(run: _Run, ind: Indicator) -> np.ndarray:
     if ind.coefficient is None:
         return np.ones(run.n)
     metric = _number(run, ind.coefficient.metric)
+    src = ind.coefficient.metric.strip()
+    bounds = [b for band in ind.coefficient.bands for b in (band.min, band.max) if b is not None]
+    # "100 万元（含）–500 万元": compared at the published precision of the metric
+    metric = _rounded(run, src if src in run.env else None, metric, *bounds)
     coef = np.ones(run.n)
     for band in ind.coefficient.bands:
         hi = np.inf if band.max is None else band.max
@@ -556,9 +603,13 @@ def _rank_and_band(run: _Run, scheme: Scheme) -> None:
             names = {k: NUMBER for k in env} | {"score": NUMBER}
             ok = _when(run, b.requires, {**env, "score": run.score}, _group_context(run, m), names)[idx]
             fallback = b.fallback or lst.bands[max(bi - 1, 0)].grade
-            fail = (band == order[b.grade]) & ~ok
+            cand = band == order[b.grade]
+            fail = cand & ~ok
             band = np.where(fail, order[fallback], band)
-            run.band_note[idx[fail]] = f"{b.grade}档附加条件（{b.requires}）不满足，改入{fallback}档"
+            shown = _compared(run, scheme, b.requires, env, idx[cand])
+            for i, text, failed in zip(idx[cand].tolist(), shown, fail[cand].tolist()):
+                run.band_note[i] = (f"{b.grade}档附加条件（{b.requires}）不满足（比较值：{text}），改入{fallback}档"
+                                    if failed else f"{b.grade}档附加条件（{b.requires}）满足（比较值：{text}）")
         run.band[idx] = band
     run.grade = run.band.copy()
 
@@ -591,12 +642,44 @@ def _adjust(run: _Run, scheme: Scheme) -> None:
             "fix": np.full(run.n, g),
         }[rule.kind]
         run.grade = np.where(hit, after, before)
-        for i in np.flatnonzero(hit):  # only rows where the rule fired
+        fired = np.flatnonzero(hit)
+        shown = _compared(run, scheme, rule.when, env, fired)
+        for i, text in zip(fired.tolist(), shown):  # only rows where the rule fired
             run.adjustments.setdefault(int(i), []).append({
-                "rule": rule.name, "kind": ADJUSTMENT_NAMES[rule.kind],
+                "rule": rule.name, "kind": ADJUSTMENT_NAMES[rule.kind], "when": rule.when,
+                "compared": text,
                 "from": scheme.grades[before[i]], "to": scheme.grades[run.grade[i]],
                 "changed": bool(before[i] != run.grade[i]),
             })
+
+
+def _compared(run: _Run, scheme: Scheme, source: str, extra: dict, rows: np.ndarray) -> list[str]:
+    """For explanations: the values a condition compared, rounded as compared, per row
+    (``亩均税收 6.00 万元/亩``); flags and text are not shown."""
+    if len(rows) == 0:
+        return []
+    env = {**run.env, **extra}
+    names = {**ATTRIBUTES, **{k: NUMBER for k in env if k not in ATTRIBUTES}}
+    expr = compile_expr(source, names, want=BOOLEAN, allow_group=True)
+    bounds = [c.value for c in _constants(expr.tree)]
+    titles = {ind.key: (ind.title, ind.unit) for lst in scheme.lists for ind in lst.indicators}
+    parts = []
+    for name in sorted(n for n in expr.names if names.get(n) == NUMBER):
+        d = max([run.precision(name), *(constant_decimals(b) for b in bounds)])
+        title, unit = titles.get(name) or DERIVED.get(name, (name, ""))[:2]
+        if name == "score":
+            title, unit = "总分", ""
+        values = round_half_up(np.asarray(env[name], dtype=float)[rows], d)
+        suffix = f" {unit}" if unit else ""
+        parts.append([f"{title} 缺失" if np.isnan(v) else f"{title} {v:.{d}f}{suffix}" for v in values.tolist()])
+    if not parts:
+        return ["—"] * len(rows)
+    return ["，".join(p[j] for p in parts) for j in range(len(rows))]
+
+
+def _constants(tree: ast.AST) -> list[ast.Constant]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant)
+            and isinstance(n.value, (int, float)) and not isinstance(n.value, bool)]
 
 
 def _special_grades(run: _Run, scheme: Scheme) -> None:

@@ -44,6 +44,8 @@ def explain_text(explanation: dict) -> str:
         source = f"（随 {e['result_from']}）" if e.get("result_from") else ""
         return f"{head}：未参评，{reason}{source}{grade}"
     lines = [f"{head}（{e['list']} · {e['group']}）"]
+    if e.get("land_note"):
+        lines.append(e["land_note"])
     for it in e["indicators"]:
         if it.get("missing_rule"):
             rule = {"zero": "按 0 分计", "population_average_score": "按总体平均得分计"}[it["missing_rule"]]
@@ -68,10 +70,11 @@ def explain_text(explanation: dict) -> str:
     if e.get("band_note"):
         tail += f"（{e['band_note']}）"
     for adj in e.get("adjustments", []):
+        seen = f"，比较值：{adj['compared']}" if adj.get("compared") not in (None, "—") else ""
         if adj["changed"]:
-            tail += f"；规则『{adj['rule']}』生效（{adj['kind']} {adj['from']}→{adj['to']}）"
+            tail += f"；规则『{adj['rule']}』生效（{adj['kind']} {adj['from']}→{adj['to']}{seen}）"
         else:
-            tail += f"；规则『{adj['rule']}』条件成立，等级未变"
+            tail += f"；规则『{adj['rule']}』条件成立（{adj['kind']}{seen}），等级未变"
     colour = f"（{e['colour']}）" if e.get("colour") else ""
     lines.append(tail + f"；最终 {e['grade']} 档{colour}")
     return "\n".join(lines)
@@ -134,6 +137,12 @@ def build_explanations(run: "_Run", scheme: "Scheme", frame: pd.DataFrame) -> li
         band = [scheme.grades[b] if b >= 0 else None for b in run.band[idx].tolist()]
         notes = run.band_note[idx].tolist()
         groups = [run.group_names[g] for g in run.group[idx].tolist()]
+        landless = run.landless[idx].tolist()
+        land_note = None
+        if scheme.landless.treatment == "list" and lst.name == scheme.landless.list:
+            from .engine import _landless_text
+
+            land_note = _landless_text(run.env["land_area_mu"][idx], scheme, f"列入{lst.name}名单，不计亩均指标").tolist()
         for j, i in enumerate(idx.tolist()):
             indicators = []
             for ind in lst.indicators:
@@ -154,6 +163,7 @@ def build_explanations(run: "_Run", scheme: "Scheme", frame: pd.DataFrame) -> li
                 "rank_scope": "list_pooled" if pooled[j] else lst.rank_within,
                 "percentile": rank[j] * 100.0 / rank_n[j], "band": band[j], "band_note": notes[j],
                 "grade": grades[i], "adjustments": run.adjustments.get(i, []), "colour": colours[i],
+                "land_note": land_note[j] if land_note is not None and landless[j] else None,
             }
     for i in np.flatnonzero(~ev).tolist():
         src = run.result_from[i]

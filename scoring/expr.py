@@ -19,6 +19,11 @@ Semantics chosen for yield indicators:
   ``inf`` — a subject with no recorded energy has no 单位能耗增加值.
 - Comparisons involving ``NaN`` are ``False`` (``tax_per_mu < 6`` is False when
   亩均税收 is unknown).
+- With ``precision`` given, a comparison compares its operands rounded half-up to their
+  published decimals (:func:`round_half_up`): a column or ``group_mean(column)`` at that
+  column's decimals, any other expression at the default — and never coarser than the decimals
+  a constant in the comparison is written with. Constants are compared as written. So
+  ``tax_per_mu < 6`` is False for 38.4 万元 on 6.4 亩 (5.999999999999999 → 6.00).
 - ``group_mean(x)`` / ``group_median(x)`` are the mean / median of ``x`` over the
   evaluated subjects of the same list and industry group (ignoring missing values).
 
@@ -62,6 +67,32 @@ _COMPARE = {
     ast.Eq: np.equal,
     ast.NotEq: np.not_equal,
 }
+
+
+def round_half_up(x, decimals: int) -> np.ndarray:
+    """Round half away from zero to ``decimals`` places, as a decimal calculation would.
+
+    The float's binary noise is removed first (the scaled value is taken to 6 decimals), so
+    5.995 (stored as 5.99499999…) → 6.00 and 38.4 / 6.4 (5.999999999999999) → 6.00, unlike
+    ``round``/``np.round`` (half-to-even on the binary value). NaN stays NaN. Vectorised;
+    agrees with ``Decimal(repr(x)).quantize(…, ROUND_HALF_UP)`` for values with up to 6
+    significant decimals beyond ``decimals`` (tested).
+    """
+    x = np.asarray(x, dtype=float)
+    scale = 10.0 ** decimals
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = np.round(np.abs(x) * scale, 6)
+        return np.copysign(np.floor(y + 0.5), x) / scale
+
+
+def constant_decimals(value: float) -> int:
+    """Decimals a constant is written with (``0.2352`` → 4, ``6`` → 0)."""
+    text = repr(float(value))
+    if "e" in text or "E" in text:
+        return 0 if abs(value) >= 1 else 8
+    frac = text.split(".")[1] if "." in text else ""
+    frac = frac.rstrip("0")
+    return len(frac)
 
 
 class ExprError(ValueError):
@@ -208,21 +239,25 @@ def evaluate_expr(
     flag: Callable[[str], np.ndarray] | None = None,
     groups: GroupContext | None = None,
     length: int | None = None,
+    precision: Callable[[str | None], int] | None = None,
 ) -> np.ndarray:
     """Evaluate a compiled expression over whole columns (numpy arrays of equal length).
 
+    ``precision(name)`` gives the published decimals of a column (``precision(None)``: of any
+    other expression); with it, comparisons are made on rounded values (see the module doc).
     Returns a float64 array for numbers (NaN = missing) and a bool array for conditions.
     """
     n = length if length is not None else len(next(iter(env.values())))
-    out = _Evaluator(env, flag, groups, n).visit(expr.tree)
+    out = _Evaluator(env, flag, groups, n, precision).visit(expr.tree)
     if np.ndim(out) == 0:  # a constant expression
         out = np.full(n, out, dtype=bool if expr.kind == BOOLEAN else float)
     return out
 
 
 class _Evaluator:
-    def __init__(self, env, flag, groups, n):
+    def __init__(self, env, flag, groups, n, precision=None):
         self.env, self.flag, self.groups, self.n = env, flag, groups, n
+        self.precision = precision
 
     def visit(self, node):
         return getattr(self, "_" + type(node).__name__)(node)
@@ -259,16 +294,30 @@ class _Evaluator:
         return out
 
     def _Compare(self, node):
-        out, left = True, self.visit(node.left)
+        out, left, left_node = True, self.visit(node.left), node.left
         for op, comp in zip(node.ops, node.comparators):
             right = self.visit(comp)
+            a, b = (self._rounded(left_node, left, comp), self._rounded(comp, right, left_node)) \
+                if self.precision is not None else (left, right)
             with np.errstate(invalid="ignore"):
-                res = np.asarray(_COMPARE[type(op)](left, right))
+                res = np.asarray(_COMPARE[type(op)](a, b))
             if res.dtype == object:  # text columns are object arrays ("" for missing)
                 res = res.astype(bool)
             out = np.logical_and(out, res)
-            left = right
+            left, left_node = right, comp
         return out
+
+    def _rounded(self, node, value, other):
+        """``value`` (of ``node``) rounded for comparing with ``other``; constants as written."""
+        if isinstance(node, ast.Constant) or (isinstance(node, ast.UnaryOp) and isinstance(node.operand, ast.Constant)):
+            return value
+        if isinstance(value, str) or (isinstance(value, np.ndarray) and value.dtype.kind not in "fiu"):
+            return value  # text
+        decimals = self.precision(_column_of(node))
+        written = [constant_decimals(c.value) for c in ast.walk(other)
+                   if isinstance(c, ast.Constant) and isinstance(c.value, (int, float))
+                   and not isinstance(c.value, bool)]
+        return round_half_up(value, max([decimals, *written]))
 
     def _Call(self, node):
         name = node.func.id
@@ -280,6 +329,16 @@ class _Evaluator:
         if name in ("min", "max"):
             return (np.fmin if name == "min" else np.fmax)(args[0], args[1])
         return _group_stat(args[0], self.groups, "mean" if name == "group_mean" else "median")
+
+
+def _column_of(node: ast.AST) -> str | None:
+    """The column a compared operand shows: ``x`` or ``group_mean(x)`` → ``"x"``; else None."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Call) and node.func.id in ("group_mean", "group_median", "min", "max") \
+            and isinstance(node.args[0], ast.Name):
+        return node.args[0].id
+    return None
 
 
 def _group_stat(x: np.ndarray, groups: GroupContext, how: str) -> np.ndarray:

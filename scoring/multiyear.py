@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .expr import constant_decimals, round_half_up
 from .scheme import Scheme
 
 
@@ -52,10 +53,18 @@ def streaks(history: pd.DataFrame, condition: pd.Series | np.ndarray) -> pd.Seri
 
 
 def low_yield_land(history: pd.DataFrame, threshold: float, years: int = 3,
-                   column: str = "tax_per_mu") -> pd.DataFrame:
-    """低产田: ``column`` below ``threshold`` for ``years`` years in a row (missing counts as not below)."""
+                   column: str = "tax_per_mu", *, inclusive: bool = False,
+                   decimals: int | None = None) -> pd.DataFrame:
+    """低产田: ``column`` below ``threshold`` (万元/亩) for ``years`` years in a row (missing
+    counts as not below). ``inclusive``: exactly ``threshold`` counts too ("X 万元以下"; 以下
+    includes X). With ``decimals`` the value is first rounded half-up to that many places (the
+    scheme's published precision; never coarser than the threshold is written)."""
     _check_history(history, (column,))
-    below = pd.to_numeric(history[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan) < threshold
+    value = pd.to_numeric(history[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if decimals is not None:
+        value = round_half_up(value, max(decimals, constant_decimals(threshold)))
+    with np.errstate(invalid="ignore"):
+        below = value <= threshold if inclusive else value < threshold
     s = streaks(history, below)
     return pd.DataFrame({"low_yield_years": s, "low_yield": s >= years}, index=history.index)
 
@@ -106,7 +115,8 @@ def multiyear_status(history: pd.DataFrame, scheme: Scheme) -> pd.DataFrame:
     out["key_target"] = out["d_years"] >= cfg.key_target_years
     if cfg.low_yield:
         ly = cfg.low_yield
-        out = out.join(low_yield_land(history, ly.threshold, ly.years, ly.column))
+        out = out.join(low_yield_land(history, ly.threshold, ly.years, ly.column, inclusive=ly.inclusive,
+                                      decimals=scheme.precision.of(ly.column)))
     out["colour"] = out["grade"].map({g: c.name for g, c in scheme.colours.items()}).astype("str")
     return out
 

@@ -82,6 +82,8 @@ ATTRIBUTES = {
 ADJUSTMENT_KINDS = ("raise", "lower", "keep", "cap", "fix")
 ADJUSTMENT_NAMES = {"raise": "提档", "lower": "降档", "keep": "保档", "cap": "限档", "fix": "定档"}
 MISSING_RULES = ("zero", "population_average_score", "exclude")
+#: values that divide by land (亩): never computed for land below ``landless.min_mu``
+PER_MU = ("tax_per_mu", "va_per_mu", "output_per_mu", "revenue_per_mu")
 
 
 class SchemeError(ValueError):
@@ -102,6 +104,39 @@ class Source(_Model):
     year: int
     seed: str
     note: str | None = None
+
+
+class Precision(_Model):
+    """比较精度: every comparison a scheme states is made on values rounded half-up (0.005 → 0.01,
+    not Python's round-half-even) to the decimals the 办法 publishes, never on binary float noise
+    (38.4 万元 / 6.4 亩 = 5.999999999999999 is compared as 6.00).
+
+    ``decimals`` applies to every compared value not named in ``columns`` (a column, a derived
+    value such as ``tax_per_mu`` 万元/亩 or ``land_mu`` 亩, an indicator key, or ``score``); a
+    comparison is never made coarser than the bound it states (``x < 0.2352`` compares at 4
+    decimals). Default: 2 decimals (万元, 亩, 万元/亩 as the 办法 publish them).
+    """
+
+    decimals: int = Field(2, ge=0, le=8)
+    columns: dict[str, int] = {}
+    rounding: Literal["half_up"] = "half_up"
+
+    def of(self, name: str) -> int:
+        return self.columns.get(name, self.decimals)
+
+
+class Landless(_Model):
+    """无地企业: land below ``min_mu`` 亩 (after rounding to the land precision) counts as no land.
+
+    No per-mu value (亩均税收 …) is computed for such a subject, so it never gets per-mu points.
+    ``treatment: exclude`` (default) leaves it out of the evaluation with the reason 无地企业;
+    ``treatment: list`` puts it on the list named ``list`` (its own ranking, as 苏州工业园区
+    evaluates 有地企业 and 无地企业 separately, seed 001), and keeps it off every other list.
+    """
+
+    min_mu: float = Field(0.01, gt=0)
+    treatment: Literal["exclude", "list"] = "exclude"
+    list: str | None = None
 
 
 class Eligibility(_Model):
@@ -258,10 +293,15 @@ class Colour(_Model):
 
 
 class LowYield(_Model):
-    """低产田: ``column`` below ``threshold`` for ``years`` consecutive years (嘉善)."""
+    """低产田: ``column`` below ``threshold`` for ``years`` consecutive years (嘉善).
+
+    ``inclusive: true`` when the source says "X 万元以下" (以下 includes X, so exactly X is
+    low-yield); ``false`` for "低于 X" / "不足 X". The value is compared at the scheme's precision.
+    """
 
     column: str = "tax_per_mu"
     threshold: float
+    inclusive: bool = False
     years: int = Field(3, ge=1)
 
 
@@ -284,6 +324,8 @@ class Scheme(_Model):
     missing: Literal["zero", "population_average_score", "exclude"] = "zero"
     extra_columns: dict[str, str] = {}
     eligibility: Eligibility = Eligibility()
+    precision: Precision = Precision()
+    landless: Landless = Landless()
     industry_groups: IndustryGroups = IndustryGroups()
     lists: list[ListSpec] = Field(min_length=1)
     adjustments: list[Rule] = []
@@ -499,6 +541,26 @@ def _check(s: Scheme) -> list[tuple[str, str]]:
         for k, name in enumerate(rule.lists or []):
             if name not in list_names:
                 errors.append((f"{rp}.lists[{k}]", f"unknown list {name!r}"))
+
+    if s.landless.treatment == "list":
+        if s.landless.list not in list_names:
+            errors.append(("landless.list", f"treatment list needs an existing list, got {s.landless.list!r}"))
+        else:
+            lst = s.list_named(s.landless.list)
+            for ii, ind in enumerate(lst.indicators):
+                try:
+                    used = compile_expr(ind.formula, names, want=NUMBER).names
+                except ExprError:
+                    continue  # reported above
+                if used & {*PER_MU, "land_mu", "land_area_mu"}:
+                    errors.append((f"lists[{list_names.index(lst.name)}].indicators[{ii}].formula",
+                                   "the 无地 list cannot use land (亩) in an indicator"))
+    elif s.landless.list is not None:
+        errors.append(("landless.list", "only with treatment: list"))
+    for name in s.precision.columns:
+        if name not in names and name != "score" and not any(
+                ind.key == name for lst in s.lists for ind in lst.indicators):
+            errors.append((f"precision.columns.{name}", f"unknown column {name!r}"))
 
     if s.tenants:
         expr("tenants.when", s.tenants.when, BOOLEAN)

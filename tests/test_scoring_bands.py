@@ -45,7 +45,7 @@ def test_yongkang_bands_with_floor():
     assert counts == {"A": 20, "B": 60, "C": 19, "D": 1}
     last = out.set_index("rank").loc[100]
     assert last["grade"] == "C" and last["band_grade"] == "C"
-    assert "不满足，改入C档" in last["explanation"]["band_note"]
+    assert "不满足（比较值：亩均税收 8.00 万元/亩），改入C档" in last["explanation"]["band_note"]
     assert out.set_index("rank").loc[99, "grade"] == "D"
     assert out.set_index("rank").loc[20, "grade"] == "A"   # 前 20 %（含）
     assert out.set_index("rank").loc[21, "grade"] == "B"

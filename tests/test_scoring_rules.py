@@ -160,9 +160,11 @@ def test_adjustment_steps_and_recording():
     assert out["band_grade"].tolist() == ["A", "B", "C", "D"]
     assert out["grade"].tolist() == ["C", "A", "C", "A"]
     assert out.loc["e3", "adjustments"] == [
-        {"rule": "税收>5000万定A档", "kind": "定档", "from": "D", "to": "A", "changed": True}]
+        {"rule": "税收>5000万定A档", "kind": "定档", "when": "tax > 5000", "compared": "税收（含还原） 6000.00 万元",
+         "from": "D", "to": "A", "changed": True}]
     assert out.loc["e2", "adjustments"] == []
-    assert "规则『税收>5000万定A档』生效（定档 D→A）" in explain_text(out.loc["e3", "explanation"])
+    assert "规则『税收>5000万定A档』生效（定档 D→A，比较值：税收（含还原） 6000.00 万元）" \
+        in explain_text(out.loc["e3", "explanation"])
 
 
 # --------------------------------------------------------------------------- who is evaluated
@@ -175,8 +177,10 @@ def test_eligibility_reasons():
               founded=["2010-01-01", "2010-01-01", "2023-06-01", pd.NA, "2010-01-01", "2010-01-01"],
               land_area_mu=[5.0, 5.0, 5.0, 2.0, np.nan, 5.0], scale=["规上"] * 5 + ["规下"])
     out = evaluate(d, s, 2024)
+    # missing land is 无地 (no per-mu value can be computed), reported before 用地不足
     assert out["excluded_reason"].tolist() == ["过渡期", "免评", "新办企业（成立不足2年）", "用地不足3亩",
-                                               "用地面积缺失", "不在评价名单"]
+                                               "无地企业（用地面积缺失）：不计亩均指标，不参与有地企业排名",
+                                               "不在评价名单"]
     assert not out["evaluated"].any()
 
 
@@ -211,7 +215,9 @@ def test_follow_landlord_and_merge_into_parcel():
     # parcels have no tenants: kind='parcel' ignores the setting
     parcel = by_id(evaluate(d.assign(scale="规上"), scheme(tax_only(), tenants={"mode": "merge_into_parcel"}),
                             2024, kind="parcel"))
-    assert parcel["evaluated"].all()
+    # T2's 0 亩 parcel is 无地 (no 亩均 value); the tenant setting changes nothing for parcels
+    assert parcel["evaluated"].tolist() == [True, True, True, False]
+    assert parcel.loc["T2", "excluded_reason"].startswith("无地企业（用地 0.00 亩")
 
 
 def test_idle_parcels_and_parcel_lists():
