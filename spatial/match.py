@@ -24,9 +24,21 @@ Roles (who is the *holder*: the owner_code link of the piece):
 * ``tenant`` 承租方 — anyone else on a piece that has a holder, and every lease tenant.
 
 A point is one location, so each enterprise gets at most one spatial link (building, then
-point-in-polygon, then snap); owner, lease and correction links add to it.  Ties (a point on a
-shared edge, overlapping land, equidistant snaps) go to the smallest piece, then the smallest
-identity_code, so the result never depends on row order.
+point-in-polygon, then snap); owner, lease and correction links add to it.
+
+Tie rules (issue 11; the result never depends on row order):
+
+1. **An enterprise's own land wins a tie.** A point on a shared edge or vertex, in overlapping
+   land, or equidistant from several pieces goes to the piece whose holder (owner code / de-facto
+   user) is that enterprise — an owner standing on the corner it shares with a neighbour is not
+   the neighbour's tenant.
+2. **A point's own parcel beats a building's majority parcel.** A point inside a building whose
+   piece is only known from the overlap (no 宗地代码 on the building) is linked to the land under
+   the point, not to the piece the building overlaps most (a building straddling two parcels);
+   the building id is kept, and :func:`spatial.split.split_shares` credits only the building's
+   part on that piece. A building whose 宗地代码 is registered keeps its piece.
+3. Otherwise: the building's piece (point on no land), then the smallest piece, then the
+   smallest identity_code; equidistant snaps likewise after rule 1.
 """
 from __future__ import annotations
 
@@ -193,7 +205,8 @@ def land_quality_report(
 def assign_buildings(buildings: gpd.GeoDataFrame, land: gpd.GeoDataFrame) -> pd.DataFrame:
     """Building → land piece: its ``parcel_code`` (registered piece) when known, else the piece
     it overlaps most (ties: smallest piece, then code).  Returns building_id, identity_code,
-    footprint_m2, floor_area_m2 (``floor_area_m2``, else footprint × floors, else NaN)."""
+    footprint_m2, floor_area_m2 (``floor_area_m2``, else footprint × floors, else NaN) and
+    assigned_by (``parcel_code`` / ``overlap``; NA when on no land)."""
     b = buildings.reset_index(drop=True)
     bid = _str(b["building_id"]) if "building_id" in b.columns else pd.Series(b.index.astype(str))
     geoms = b.geometry.to_numpy()
@@ -218,8 +231,11 @@ def assign_buildings(buildings: gpd.GeoDataFrame, land: gpd.GeoDataFrame) -> pd.
             })
             cand = cand[cand["ov"] < 0].sort_values(["b", "ov", "a", "code"]).drop_duplicates("b")
             target[cand["b"].to_numpy()] = cand["code"].to_numpy()
+    by = np.where(pd.notna(target), "overlap", None).astype(object)
+    by[np.setdiff1d(np.arange(len(b)), todo)] = "parcel_code"
     return pd.DataFrame({"building_id": bid, "identity_code": pd.Series(target, dtype="str"),
-                         "footprint_m2": foot, "floor_area_m2": floor})
+                         "footprint_m2": foot, "floor_area_m2": floor,
+                         "assigned_by": pd.Series(by, dtype="str")})
 
 
 # --------------------------------------------------------------------------- helpers
@@ -305,13 +321,18 @@ def _spatial_links(land, ent, uscc, buildings, tol, rank=None) -> pd.DataFrame:
     lg = land.geometry.to_numpy()
     area = np.round(land["area_m2"].to_numpy(float), 3)
     rank = _rank(ident) if rank is None else rank
-    parts = []
-    done = np.zeros(len(pts_geom), dtype=bool)
-
+    # tie rule 1: the point's own land (its uscc holds the piece) sorts first
+    holder = _holder_keys(_holders(land))
+    n_pts = len(pts_geom)
+    # the building each point is in: its row in ``land`` and whether a 宗地代码 placed it there
+    b_land = np.full(n_pts, -1)
+    b_registered = np.zeros(n_pts, dtype=bool)
+    b_id = np.full(n_pts, None, dtype=object)
     if buildings is not None and len(buildings):
         pts = gpd.GeoDataFrame({"uscc": pts_uscc}, geometry=pts_geom, crs=ent.crs)
         bl = assign_buildings(buildings, land)
         bg = gpd.GeoDataFrame({"building_id": bl["building_id"], "identity_code": bl["identity_code"],
+                               "assigned_by": bl["assigned_by"],
                                "_b": np.round(bl["footprint_m2"].to_numpy(), 3)},
                               geometry=buildings.geometry.to_numpy(), crs=land.crs)
         bg = bg[bg["identity_code"].notna()]
@@ -319,21 +340,42 @@ def _spatial_links(land, ent, uscc, buildings, tol, rank=None) -> pd.DataFrame:
         if len(j):
             # overlapping buildings: the smallest, then its id
             j = j.reset_index().sort_values(["index", "_b", "building_id"]).drop_duplicates("index")
-            parts.append(_frame(j["identity_code"], j["uscc"], "building", _CONF["building"],
-                                building_id=j["building_id"].to_numpy()))
-            done[j["index"].to_numpy()] = True
+            at = j["index"].to_numpy()
+            b_land[at] = pd.Index(ident, dtype=object).get_indexer(_o(j["identity_code"]))
+            b_registered[at] = (j["assigned_by"] == "parcel_code").to_numpy()
+            b_id[at] = _o(j["building_id"])
+
+    parts = []
+    done = np.zeros(n_pts, dtype=bool)
+    reg = np.flatnonzero(b_registered)  # a registered building keeps its piece
+    if len(reg):
+        parts.append(_frame(ident[b_land[reg]], pts_uscc[reg], "building", _CONF["building"],
+                            building_id=b_id[reg]))
+        done[reg] = True
 
     # Performance: the STRtree is queried directly (what gpd.sjoin / sjoin_nearest do inside)
-    # and ties are broken with one integer lexsort on (point, area, rank of code) instead of
-    # sorting a joined frame on its identity_code strings.  Same pairs, same order.
+    # and ties are broken with one integer lexsort on (point, own land, building's piece, area,
+    # rank of code) instead of sorting a joined frame on its identity_code strings.
     tree = shapely.STRtree(lg)
     rest = np.flatnonzero(~done)
     pi, li = tree.query(pts_geom[rest], predicate="intersects")
     if len(pi):
         pi = rest[pi]
-        pi, li, _ = _first_per_point(pi, li, None, (rank[li], area[li]))
-        parts.append(_frame(ident[li], pts_uscc[pi], "point_in_polygon", _CONF["point_in_polygon"]))
+        not_own = holder[li] != pts_uscc[pi]
+        not_bld = li != b_land[pi]
+        pi, li, _ = _first_per_point(pi, li, None, (rank[li], area[li], not_bld, not_own))
+        in_b = b_id[pi] != None  # noqa: E711 — object array of ids / None
+        for sel, method in ((in_b, "building"), (~in_b, "point_in_polygon")):
+            if sel.any():
+                parts.append(_frame(ident[li[sel]], pts_uscc[pi[sel]], method, _CONF[method],
+                                    building_id=b_id[pi[sel]]))
         done[pi] = True
+
+    rest = np.flatnonzero(~done & (b_land >= 0))  # in a building on no land: the building's piece
+    if len(rest):
+        parts.append(_frame(ident[b_land[rest]], pts_uscc[rest], "building", _CONF["building"],
+                            building_id=b_id[rest]))
+        done[rest] = True
 
     rest = np.flatnonzero(~done)
     if len(rest) and tol > 0:
@@ -341,7 +383,8 @@ def _spatial_links(land, ent, uscc, buildings, tol, rank=None) -> pd.DataFrame:
                                          all_matches=True)
         if len(pi):
             pi = rest[pi]
-            pi, li, d = _first_per_point(pi, li, d, (rank[li], area[li], np.round(d, 6)))
+            not_own = holder[li] != pts_uscc[pi]
+            pi, li, d = _first_per_point(pi, li, d, (rank[li], area[li], not_own, np.round(d, 6)))
             conf = 0.7 - 0.4 * (d / tol)
             parts.append(_frame(ident[li], pts_uscc[pi], "snap", conf))
     if not parts:

@@ -41,8 +41,14 @@ def split_shares(
        share what claims 1 and 2 leave); the larger of the two when the leases exceed the
        buildings;
     4. building footprint — a tenant located in a building (``building_id`` from the building
-       route): that building's footprint (shared equally by the enterprises in it) over all
-       footprint on the piece.
+       route): that building's footprint *on this piece* (shared equally by the enterprises in
+       it) over all building footprint on the piece — or over the piece's area when its holder
+       occupies the piece outside any building (the holder then keeps the uncovered ground).
+
+    Buildings are split by the parcels they cross: a building straddling two pieces counts on
+    each only with the part of its footprint (and, pro rata, of its floor area) that lies on it,
+    so a tenant in it never claims land of a piece it is not on (issue 11). A building on no
+    land counts whole on the piece :func:`spatial.match.assign_buildings` gives it.
 
     Claims over 1 are scaled down to 1.  The rest goes by ``rule`` and the piece's holder
     (owner / de-facto user) keeps what is left:
@@ -247,8 +253,7 @@ def _claims(df, area, holder, buildings, land):
     floor = df["leased_floor_area_m2"].to_numpy(float)
     bl = None
     if buildings is not None and len(buildings):
-        bl = assign_buildings(buildings, land)
-        bl = bl[bl["identity_code"].notna()]
+        bl = _building_parts(buildings, land)
     relative = np.zeros(n, dtype=bool)
     if np.isfinite(floor).any():
         leased_total = df.assign(_f=floor).groupby("identity_code")["_f"].transform("sum").to_numpy(float)
@@ -267,16 +272,44 @@ def _claims(df, area, holder, buildings, land):
         b = df["building_id"]
         inb = b.notna().to_numpy() & ~holder
         if inb.any():
-            foot = pd.Series(bl["footprint_m2"].to_numpy(), index=bl["building_id"].to_numpy())
+            # the building's footprint on the link's own piece (0 if it does not reach it)
+            key = pd.MultiIndex.from_arrays([bl["identity_code"].to_numpy(), bl["building_id"].to_numpy()])
+            foot = pd.Series(bl["footprint_m2"].to_numpy(), index=key)
             foot = foot[~foot.index.duplicated()]
             total = bl.groupby("identity_code")["footprint_m2"].sum()
+            # a holder occupying its piece outside any building keeps the uncovered ground
+            occupied_open = holder & (df["role"] == "owner_occupier").to_numpy() & b.isna().to_numpy()
+            open_pieces = set(df.loc[occupied_open, "identity_code"])
+            denom = df["identity_code"].map(total).to_numpy(float)
+            denom = np.where(df["identity_code"].isin(open_pieces).to_numpy(), area, denom)
             per_b = df[inb].groupby(["identity_code", "building_id"])["uscc"].transform("size").to_numpy()
+            mine = pd.MultiIndex.from_arrays([df.loc[inb, "identity_code"].to_numpy(), b[inb].to_numpy()])
             v = np.full(n, np.nan)
             with np.errstate(divide="ignore", invalid="ignore"):
-                v[inb] = (b[inb].map(foot).to_numpy(float) / per_b
-                          / df.loc[inb, "identity_code"].map(total).to_numpy(float))
+                v[inb] = foot.reindex(mine).fillna(0.0).to_numpy(float) / per_b / denom[inb]
             put(v, "footprint")
     return claim, source, relative
+
+
+def _building_parts(buildings: gpd.GeoDataFrame, land: gpd.GeoDataFrame) -> pd.DataFrame:
+    """Each building cut by the land pieces it crosses: building_id, identity_code, footprint_m2
+    (the part on that piece, m²) and floor_area_m2 (the building's floor area × that part's
+    fraction of its footprint). A building on no land is whole on its assigned piece."""
+    bl = assign_buildings(buildings, land)
+    geoms = buildings.geometry.to_numpy()
+    lg = land.geometry.to_numpy()
+    bi, li = shapely.STRtree(lg).query(geoms, predicate="intersects")
+    part = shapely.area(shapely.intersection(geoms[bi], lg[li])) if len(bi) else np.zeros(0)
+    keep = part > 0  # touching along an edge or at a vertex is no part
+    bi, li, part = bi[keep], li[keep], part[keep]
+    foot = bl["footprint_m2"].to_numpy(float)
+    frac = np.divide(part, foot[bi], out=np.zeros(len(part)), where=foot[bi] > 0)
+    cut = pd.DataFrame({"building_id": bl["building_id"].to_numpy()[bi],
+                        "identity_code": land["identity_code"].to_numpy()[li],
+                        "footprint_m2": part, "floor_area_m2": bl["floor_area_m2"].to_numpy(float)[bi] * frac})
+    whole = bl[~np.isin(np.arange(len(bl)), bi) & bl["identity_code"].notna().to_numpy()]
+    return pd.concat([cut, whole[["building_id", "identity_code", "footprint_m2", "floor_area_m2"]]],
+                     ignore_index=True)
 
 
 def _normalise(share, gi, ng):

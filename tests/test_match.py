@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from spatial.identity import build_land
-from spatial.match import LINK_COLUMNS, land_quality_report, match_enterprises
+from spatial.match import LINK_COLUMNS, assign_buildings, land_quality_report, match_enterprises
 
 from tests.local_grid import CRS, pcode, rid, rect, pt
 
@@ -88,8 +88,16 @@ def test_building_without_code_goes_to_land_it_overlaps_most():
     land = make_land(ROAD)
     b = gpd.GeoDataFrame({"building_id": ["B1"], "parcel_code": [None]},
                          geometry=[rect(95, 40, 40, 20)], crs=CRS)  # 5 m on 1, 30 m on 2
+    assert assign_buildings(b, land)[["identity_code", "assigned_by"]].values.tolist() == [[rid(2), "overlap"]]
+    # a point in the road gap (on no land) inside the building: the building's piece
+    links = match_enterprises(land, ents([("T2", pt(105, 50))]), buildings=b)
+    t2 = link(links, "T2").iloc[0]
+    assert (t2["identity_code"], t2["method"], t2["building_id"]) == (rid(2), "building", "B1")
+    # issue 11: a point on parcel 1 is on parcel 1, though the building is mostly on 2 (this
+    # test used to expect parcel 2 — the tenant then took land of an owner it is not on)
     links = match_enterprises(land, ents([("T1", pt(97, 50))]), buildings=b)
-    assert link(links, "T1").iloc[0]["identity_code"] == rid(2)
+    t1 = link(links, "T1").iloc[0]
+    assert (t1["identity_code"], t1["method"], t1["building_id"]) == (rid(1), "building", "B1")
 
 
 def test_lease_outranks_point():
@@ -207,3 +215,80 @@ def test_quality_report():
     assert rep["crowded_land"]["occupant_count"].item() == 7
     assert list(rep["enterprises_without_land"]["uscc"]) == ["Z"]
     assert set(rep["unknown_enterprises"]["uscc"]) == {"O1", "O2"}
+
+
+# ------------------------------------------------------------------ tie rules (issue 11)
+# parcel 1 (owner O1, 100 × 100) and the smaller parcel 2 (owner O2, 60 × 100) share the edge x = 100
+SHARED = [(1, "O1", rect(0, 0, 100, 100)), (2, "O2", rect(100, 0, 60, 100))]
+
+
+def _spatial_link(links, uscc):
+    """The one non-owner link of an enterprise: where its point put it (or None)."""
+    sub = link(links, uscc)
+    sub = sub[sub["method"] != "owner_code"]
+    assert len(sub) <= 1
+    return None if sub.empty else sub.iloc[0]
+
+
+@pytest.mark.parametrize("where", [(100, 100), (100, 0), (100, 50)], ids=["top vertex", "bottom vertex", "edge"])
+def test_owner_point_on_shared_boundary_stays_on_own_land(where):
+    land = make_land(SHARED)
+    links = match_enterprises(land, ents([("O1", pt(*where)), ("O2", pt(130, 50))]))
+    # O1 is linked to its own parcel only — not a tenant of the smaller neighbour
+    assert set(link(links, "O1")["identity_code"]) == {rid(1)}
+    assert link(links, "O1").iloc[0]["role"] == "owner_occupier"
+    assert set(link(links, "O2")["identity_code"]) == {rid(2)}
+    assert (links["role"] != "tenant").all()
+
+
+def test_owner_point_on_vertex_of_four_parcels_goes_to_own_largest():
+    land = make_land([(1, "O1", rect(0, 0, 100, 100)), (2, "O2", rect(100, 0, 10, 100)),
+                      (3, "O3", rect(0, 100, 100, 10)), (4, "O4", rect(100, 100, 10, 10))])
+    links = match_enterprises(land, ents([("O1", pt(100, 100))]))
+    assert set(link(links, "O1")["identity_code"]) == {rid(1)}
+    assert (links["role"] != "tenant").all()
+
+
+def test_non_owner_on_shared_edge_still_goes_to_smallest_piece():
+    land = make_land(SHARED)
+    links = match_enterprises(land, ents([("T1", pt(100, 50))]))
+    t = _spatial_link(links, "T1")
+    assert (t["identity_code"], t["role"]) == (rid(2), "tenant")
+
+
+def test_equidistant_snap_goes_to_own_land():
+    # road of 10 m between parcel 1 (O1) and the smaller parcel 2 (O2); O1's point mid-road
+    land = make_land([(1, "O1", rect(0, 0, 100, 100)), (2, "O2", rect(110, 0, 50, 100))])
+    links = match_enterprises(land, ents([("O1", pt(105, 50)), ("T1", pt(105, 50))]))
+    assert set(link(links, "O1")["identity_code"]) == {rid(1)}
+    assert _spatial_link(links, "T1")["identity_code"] == rid(2)   # no own land: the smaller piece
+
+
+@pytest.mark.parametrize("x", [105, 130], ids=["near the edge", "deep inside"])
+def test_point_in_straddling_building_goes_to_land_under_point(x):
+    # building 60 × 40 across the shared edge: 40 m on parcel 1 (majority), 20 m on parcel 2
+    land = make_land(SHARED)
+    b = gpd.GeoDataFrame({"building_id": ["B1"], "parcel_code": [None]},
+                         geometry=[rect(60, 30, 60 if x < 120 else 80, 40)], crs=CRS)
+    links = match_enterprises(land, ents([("O1", pt(20, 20)), ("O2", pt(150, 90)), ("T1", pt(x, 50))]),
+                              buildings=b)
+    t = _spatial_link(links, "T1")
+    assert (t["identity_code"], t["method"], t["building_id"], t["role"]) == (rid(2), "building", "B1", "tenant")
+    assert set(link(links, "O1")["identity_code"]) == {rid(1)}
+
+
+def test_point_on_shared_edge_inside_straddling_building_goes_to_buildings_piece():
+    # no own land at stake: the building's (majority) piece wins the tie over the smaller piece
+    land = make_land(SHARED)
+    b = gpd.GeoDataFrame({"building_id": ["B1"], "parcel_code": [None]},
+                         geometry=[rect(60, 30, 60, 40)], crs=CRS)
+    links = match_enterprises(land, ents([("T1", pt(100, 50))]), buildings=b)
+    assert _spatial_link(links, "T1")["identity_code"] == rid(1)
+
+
+def test_registered_building_keeps_its_piece_over_point():
+    land = make_land(SHARED)
+    b = gpd.GeoDataFrame({"building_id": ["B1"], "parcel_code": [pcode(1)]},
+                         geometry=[rect(60, 30, 60, 40)], crs=CRS)
+    links = match_enterprises(land, ents([("T1", pt(110, 50))]), buildings=b)
+    assert _spatial_link(links, "T1")["identity_code"] == rid(1)

@@ -102,10 +102,12 @@ def test_footprint_share_from_building_route():
                          crs=CRS)
     links = match_enterprises(land, e, buildings=b)
     out = split_shares(links, land, buildings=b).set_index("uscc")
-    # B1 400 m² of 1000 m² footprint
-    assert out.loc["T1", "share"] == pytest.approx(0.4)
+    # B1 400 m² of 900 m² footprint on the piece: B2 (600 m²) reaches 10 m beyond the parcel
+    # and only its 500 m² on it count (buildings are split by the land they cross; this test
+    # expected 0.4 = 400 / 1000 before issue 11)
+    assert out.loc["T1", "share"] == pytest.approx(400 / 900)
     assert out.loc["T1", "share_source"] == "footprint"
-    assert out.loc["O0", "share"] == pytest.approx(0.6)
+    assert out.loc["O0", "share"] == pytest.approx(500 / 900)
 
 
 def test_fixed_share_and_claims_over_one_scaled():
@@ -256,3 +258,58 @@ def test_raw_leases_put_on_links_that_lack_lease_areas():
     assert out.loc["T2", "share"] == pytest.approx(0.25) and out.loc["T2", "share_source"] == "lease_land"
     assert out.loc["T1", "share_source"] == "lease_floor"
     check_sums(out.reset_index(), land)
+
+
+# ------------------------------------------------------------------ straddling buildings (issue 11)
+
+def _two_parcels():
+    p = gpd.GeoDataFrame({"parcel_code": [pcode(1), pcode(2)], "owner_uscc": ["OA", "OB"]},
+                         geometry=[rect(0, 0, 100, 100), rect(100, 0, 100, 100)], crs=CRS)
+    return build_land(p, None)
+
+
+def test_straddling_building_tenant_claims_only_its_part_on_its_parcel():
+    land = _two_parcels()
+    # 60 × 60 building, 40 m on parcel 1 (2400 m²), 20 m on parcel 2 (1200 m²), two floors
+    b = gpd.GeoDataFrame({"building_id": ["B1"], "parcel_code": [None], "floors": [2]},
+                         geometry=[rect(60, 20, 60, 60)], crs=CRS)
+    e = gpd.GeoDataFrame({"uscc": ["OA", "OB", "T"]},
+                         geometry=[Point(X0 + 10, Y0 + 10), Point(X0 + 150, Y0 + 50), Point(X0 + 110, Y0 + 50)],
+                         crs=CRS)
+    links = match_enterprises(land, e, buildings=b)
+    out = split_shares(links, land, buildings=b)
+    check_sums(out, land)
+    got = {(r.identity_code, r.uscc): r.share for r in out.itertuples()}
+    ra, rb = "R-" + pcode(1), "R-" + pcode(2)
+    assert got[(ra, "OA")] == 1.0 and (ra, "T") not in got          # P-A's owner keeps all of P-A
+    # the tenant: the building's 1200 m² on P-B over P-B's 10 000 m² (its owner occupies the rest)
+    assert got[(rb, "T")] == pytest.approx(0.12)
+    assert got[(rb, "OB")] == pytest.approx(0.88)
+
+
+def test_straddling_building_counts_on_each_piece_only_with_its_part():
+    land = _two_parcels()
+    b = gpd.GeoDataFrame({"building_id": ["B1", "B2"], "parcel_code": [None, None], "floors": [1, 1]},
+                         geometry=[rect(60, 20, 60, 60), rect(150, 20, 20, 20)], crs=CRS)
+    # OB occupies B2 (400 m²); T in B1 on P-B (1200 m² of B1 lie on P-B)
+    e = gpd.GeoDataFrame({"uscc": ["OA", "OB", "T"]},
+                         geometry=[Point(X0 + 10, Y0 + 10), Point(X0 + 160, Y0 + 30), Point(X0 + 110, Y0 + 50)],
+                         crs=CRS)
+    out = split_shares(match_enterprises(land, e, buildings=b), land, buildings=b)
+    got = {(r.identity_code, r.uscc): r.share for r in out.itertuples()}
+    rb = "R-" + pcode(2)
+    assert got[(rb, "T")] == pytest.approx(1200 / (1200 + 400))   # not 3600 / (3600 + 400)
+    assert got[(rb, "OB")] == pytest.approx(400 / 1600)
+
+
+def test_leased_floor_over_building_floor_counts_only_floor_on_piece():
+    land = _two_parcels()
+    # 3 floors; 1/3 of the footprint on P-B → 3600 m² of its 10 800 m² floor area on P-B
+    b = gpd.GeoDataFrame({"building_id": ["B1"], "parcel_code": [None], "floors": [3]},
+                         geometry=[rect(60, 20, 60, 60)], crs=CRS)
+    leases = pd.DataFrame({"tenant_uscc": ["T"], "parcel_code": [pcode(2)], "floor_area_m2": [1800.0]})
+    e = gpd.GeoDataFrame({"uscc": ["OB", "T"]}, geometry=[Point(X0 + 150, Y0 + 50), Point(X0 + 110, Y0 + 50)],
+                         crs=CRS)
+    out = split_shares(match_enterprises(land, e, buildings=b, leases=leases), land, buildings=b)
+    got = {(r.identity_code, r.uscc): r.share for r in out.itertuples()}
+    assert got[("R-" + pcode(2), "T")] == pytest.approx(1800 / 3600)
