@@ -214,6 +214,40 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 #: money / energy / area / count columns that must be ≥ 0.
 NONNEGATIVE: dict[str, tuple[str, ...]] = {r: tuple(c.name for c in cols if c.nonneg) for r, cols in COLUMNS.items()}
 
+#: Plausible upper bound of every numeric column, in the column's unit (one table for all roles).
+#: A value above it is almost always a unit mistake (元 in a 万元 column, m² in 亩) or an Excel
+#: overflow (``1e400`` → Infinity, ``1.7e308``), and one such value moves the ranks of everyone
+#: else; such a cell is an error (row rejected, message states the bound). Non-finite values are
+#: always errors. Bounds are generous: the largest single plants in China stay well below them.
+PLAUSIBLE_MAX: dict[str, float] = {
+    "registered_area_m2": 1e8,      # m²: 100 km² (15 万亩) for one 宗地
+    "floors": 200,                  # 层
+    "floor_area_m2": 1e7,           # m²
+    "land_area_m2": 1e8,            # m²
+    "year": 9999,                   # 年 (the validator checks the real range)
+    "tax_paid": 1e7,                # 万元 (1000 亿元)
+    "tax_refund": 1e7,              # 万元
+    "value_added": 1e8,             # 万元 (1 万亿元)
+    "revenue": 1e8,                 # 万元
+    "output_value": 1e8,            # 万元
+    "energy_tce": 1e8,              # 吨标煤
+    "emission_t": 1e7,              # 吨
+    "rd_expense": 1e7,              # 万元
+    "employees": 1e6,               # 人
+    "electricity_kwh": 1e11,        # kWh (1000 亿 kWh)
+    # share (0–1) and lon/lat (±180/±90) are checked by the validator and the reader with their
+    # own messages; non-finite values there are errors too.
+}
+
+#: Longest text accepted in a cell, in characters (a 4,000-character 镇街 is a paste mistake).
+#: Columns not listed use ``default``; columns a county adds beyond the contract use ``extra``.
+MAX_TEXT_LENGTH: dict[str, int] = {
+    "default": 100,
+    "name": 200, "owner_name": 200, "address": 500, "location": 500,
+    "note": 1000, "reason": 1000, "flags": 200, "by": 100,
+    "extra": 2000,
+}
+
 #: Columns added by the reader itself (never matched from a file).
 META_COLUMNS = ("_file", "_row")
 #: Prefix of columns kept from a file that match nothing in the table.

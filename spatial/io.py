@@ -26,10 +26,13 @@ from __future__ import annotations
 import codecs
 import functools
 import csv
+import io
+import itertools
 import datetime as _dt
 import re
 import struct
 import warnings
+from zlib import error as zlib_error
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,15 +45,19 @@ import shapely
 from pyproj import CRS, Transformer
 
 from spatial.columns import (
+    ALIASES,
     COLUMNS,
     DTYPES,
     EXTRA_PREFIX,
     LAYER_ROLES,
+    MAX_TEXT_LENGTH,
+    PLAUSIBLE_MAX,
     ONE_OF_REQUIRED,
     REQUIRED_COLUMNS,
     REQUIRED_ROLES,
     ROLE_NAMES,
     ROLES,
+    normalize_header,
     match_columns,
 )
 from spatial.crs import normalize_coord_sys, to_cgcs2000
@@ -215,7 +222,13 @@ def _role_of(name: str) -> str | None:
 def _find_files(root: Path, overrides: dict) -> tuple[dict[str, list[Path]], list[Path]]:
     files: dict[str, list[Path]] = {}
     ignored: list[Path] = []
+    real_root = root.resolve()
     for p in sorted(root.iterdir()):
+        if p.is_symlink() and not _inside(p.resolve(), real_root):
+            # A link to /etc/passwd or another county's data must never be read as part of a bundle.
+            raise BundleError(
+                f"{p.name}: 指向数据包之外的符号链接 (symlink to {p.resolve()}, outside the bundle) — "
+                f"把文件本身复制到数据包目录中 (copy the file itself into the bundle)")
         if not p.is_file() or p.name.startswith(("~$", ".")):
             continue
         ext = p.suffix.lower()
@@ -237,6 +250,14 @@ def _find_files(root: Path, overrides: dict) -> tuple[dict[str, list[Path]], lis
                 _check_format(role, p)
             files[role] = resolved
     return files, ignored
+
+
+def _inside(p: Path, root: Path) -> bool:
+    try:
+        p.relative_to(root)
+        return True
+    except ValueError:
+        return False
 
 
 def _check_format(role: str, p: Path) -> None:
@@ -267,15 +288,24 @@ def _read_one(role, fpath: Path, label: str, ov: dict, crs_arg, rejects: "_Rejec
     ext = fpath.suffix.lower()
     if fpath.stat().st_size == 0:
         raise BundleError(f"{label}: 文件为空 (file is empty, 0 bytes) — export it again")
+    hints: dict[str, str] = {}
+    formula_cells: list[tuple[int, str]] = []
     if ext in LAYER_EXTS:
-        raw, rows, src_crs = _read_layer(role, fpath, label, ov, crs_arg, progress)
+        raw, rows, src_crs, hints = _read_layer(role, fpath, label, ov, crs_arg, progress, rejects)
         headers = [c for c in raw.columns if c != "geometry"]
     else:
-        raw, rows = _read_table(role, fpath, label, ov, progress)
+        raw, rows, formula_cells = _read_table(role, fpath, label, ov, progress, rejects)
         headers, src_crs = list(raw.columns), None
     if len(raw) == 0 and role in REQUIRED_ROLES:
         raise BundleError(f"{label}: 文件没有数据行 (no data rows) — a {role} file needs at least one row")
-    mapping, conflicts = match_columns(role, headers, ov.get("columns"))
+    if any("\x00" in str(h) or len(str(h)) > 200 for h in headers):
+        # a header is stored as a key of the row's attrs (JSONB): no NUL, bounded length
+        clean = _unique([str(h).replace("\x00", "")[:200] for h in headers])
+        raw = raw.rename(columns=dict(zip(headers, clean)))
+        hints = {clean[headers.index(k)] if k in headers else k: v for k, v in hints.items()}
+        formula_cells = [(r, clean[headers.index(h)]) for r, h in formula_cells]
+        headers = clean
+    mapping, conflicts = match_columns(role, headers, {**hints, **(ov.get("columns") or {})})
     if conflicts:
         raise BundleError(f"{label}: " + "; ".join(conflicts) + " — rename one or map it with overrides[…]['columns']")
     is_point_layer = role == "enterprises" and ext in LAYER_EXTS
@@ -284,6 +314,16 @@ def _read_one(role, fpath: Path, label: str, ov: dict, crs_arg, rejects: "_Rejec
         mapping = {s: c for s, c in mapping.items() if c not in ("lon", "lat")}
     _derive_missing(role, raw, mapping, fpath)
     _require_columns(role, label, mapping, headers, is_point_layer)
+    _check_junk(role, raw, mapping, label)
+    _check_text_cells(raw, rows, mapping, label, rejects)
+    for row, header in formula_cells:
+        # A formula Excel never calculated (written by a script, or saved without recalculation)
+        # has no value in the file: reading it as empty would overwrite a stored figure with NULL.
+        canon = mapping.get(header)
+        rejects.add(label, np.array([row]), canon or header, "",
+                    "公式没有计算结果 (formula cell without a cached value) — 在 Excel 中打开、重新计算并保存，"
+                    "或把公式改为数值" + ("" if canon else "（该列不在标准字段中，只提示）"),
+                    "error" if canon else "warning")
     df = _canonicalize(role, raw, rows, mapping, label, rejects)
     if role == "enterprises":
         df = _enterprise_points(df, raw, label, rejects, is_point_layer)
@@ -330,30 +370,96 @@ def _require_columns(role, label, mapping, headers, is_point_layer) -> None:
         )
 
 
+#: A file of at least this many rows whose key column is mostly junk is refused outright: listing
+#: a million "invalid USCC" rows helps nobody and costs gigabytes (a pasted dump, a wrong sheet).
+JUNK_MIN_ROWS = 10_000
+#: Share of rows without a usable key above which such a file is refused.
+JUNK_SHARE = 0.9
+_KEY_COLUMN = {"parcels": "parcel_code", "buildings": "building_id", "enterprises": "uscc", "metrics": "uscc",
+               "leases": "tenant_uscc", "corrections": "uscc"}
+_USCC_SHAPE = r"[0-9A-Z]{18}"
+
+
+def _check_junk(role, raw: pd.DataFrame, mapping: dict, label: str) -> None:
+    """Refuse a big file whose key column is mostly blank or malformed (raises BundleError)."""
+    key = _KEY_COLUMN.get(role)
+    src = next((s for s, c in mapping.items() if c == key), None)
+    if src is None or len(raw) < JUNK_MIN_ROWS:
+        return
+    t = raw[src].astype("string").str.strip().str.upper()
+    ok = t.notna() & (t != "")
+    if key.endswith("uscc"):
+        ok &= t.str.fullmatch(_USCC_SHAPE).fillna(False)
+    bad = int((~ok.to_numpy(dtype=bool)).sum())
+    if bad > JUNK_SHARE * len(raw):
+        from spatial.columns import CHINESE_HEADERS
+
+        zh = CHINESE_HEADERS[role][key]
+        raise BundleError(
+            f"{label}: {len(raw)} 行中 {bad} 行的{zh}（{key}）为空或格式不对，文件大部分是无效行 "
+            f"({bad} of {len(raw)} rows have no usable {key}: wrong sheet, or junk rows below the data) — "
+            f"删除无效行或导出正确的表后重新导入")
+
+
+def _check_text_cells(raw: pd.DataFrame, rows, mapping: dict, label: str, rejects: "_Rejects") -> None:
+    """Every text cell: no NUL byte (PostgreSQL text cannot hold one), at most MAX_TEXT_LENGTH characters.
+
+    Rows with such a cell are rejected (error) naming the column; the limits are in
+    :data:`spatial.columns.MAX_TEXT_LENGTH`.
+    """
+    for src in raw.columns:
+        if src == "geometry":
+            continue
+        s = raw[src]
+        if not (pd.api.types.is_string_dtype(s) or s.dtype == object):
+            continue
+        t = s.astype("string").reset_index(drop=True)
+        canon = mapping.get(src)
+        field = canon or str(src)
+        nul = t.str.contains("\x00", regex=False).fillna(False).to_numpy(dtype=bool)
+        if nul.any():
+            rejects.add(label, rows[nul], field, t[nul].to_numpy(dtype=object),
+                        "含有空字符 NUL（\\x00）(cell contains a NUL byte) — 删除该不可见字符后重新导出", "error")
+        limit = MAX_TEXT_LENGTH.get(canon, MAX_TEXT_LENGTH["default"]) if canon else MAX_TEXT_LENGTH["extra"]
+        n = t.str.len().fillna(0).to_numpy()
+        long = (n > limit) & ~nul
+        if long.any():
+            rejects.add(label, rows[long], field, t[long].to_numpy(dtype=object),
+                        np.array([f"文字过长：{k} 个字符，最多 {limit} 个 (text longer than {limit} characters) — "
+                                  f"检查是否粘贴错误，缩短后重新导入" for k in n[long]], dtype=object), "error")
+
+
 # --------------------------------------------------------------------------------------------
 # layers (pyogrio)
 
 
-def _read_layer(role, fpath: Path, label: str, ov: dict, crs_arg, progress):
+def _read_layer(role, fpath: Path, label: str, ov: dict, crs_arg, progress, rejects: "_Rejects"):
     ext = fpath.suffix.lower()
     encoding = ov.get("encoding")
     if ext == ".shp":
         _check_shapefile(fpath, label)
-        if encoding is None and not _sidecar(fpath, ".cpg"):
-            encoding = _dbf_encoding(_sidecar(fpath, ".dbf"))
+        if encoding is None:
+            encoding = _shapefile_encoding(fpath, label, rejects)
     layer = ov.get("layer") or _pick_layer(fpath, label, role)
     cut_utf8 = False
     try:
         info = pyogrio.read_info(fpath, layer=layer, encoding=encoding)
-    except UnicodeDecodeError:
+    except UnicodeError:
         if ext != ".shp":
             raise BundleError(f"{label}: 编码错误 (text is not valid in the file's encoding) — export it again as UTF-8")
-        # A UTF-8 .dbf whose Chinese field names were cut mid-character at 10 bytes: GDAL hands
-        # back bytes pyogrio cannot decode. Read as ISO-8859-1 (bytes preserved) and recode.
-        cut_utf8, encoding = True, "ISO-8859-1"
-        info = pyogrio.read_info(fpath, layer=layer, encoding=encoding)
+        cut_utf8 = True
     except Exception as exc:  # GDAL's message says what is broken (malformed, truncated …)
         raise BundleError(f"{label}: 无法读取 (cannot read: {exc}) — the file is damaged or truncated; export it again") from exc
+    if ext == ".shp" and (encoding or "").upper() == "UTF-8" and not cut_utf8:
+        cut_utf8 = _has_cut_utf8_names(_sidecar(fpath, ".dbf"))
+    if cut_utf8:
+        # A UTF-8 .dbf whose Chinese field names were cut mid-character at 10 bytes: GDAL hands
+        # back bytes pyogrio cannot decode. Read as ISO-8859-1 (bytes preserved) and recode.
+        encoding = "ISO-8859-1"
+        try:
+            info = pyogrio.read_info(fpath, layer=layer, encoding=encoding)
+        except Exception as exc:
+            raise BundleError(f"{label}: 无法读取 (cannot read: {exc}) — the file is damaged or truncated; export it again") from exc
     total = int(info.get("features") or 0)
     parts, done = [], 0
     try:
@@ -372,20 +478,27 @@ def _read_layer(role, fpath: Path, label: str, ov: dict, crs_arg, progress):
                 progress(role, done, total or done)
             if total <= CHUNK or len(part) == 0 or done >= total:
                 break
+    except UnicodeError as exc:
+        cpg = _sidecar(fpath, ".cpg")
+        raise BundleError(
+            f"{label}: 编码错误 (text does not decode as {encoding or 'the declared encoding'}: {exc})"
+            + (f" — {cpg.name} 声明的编码可能不对，改正或删除 {cpg.name}" if cpg else " — 用 UTF-8 或 GBK 重新导出")
+        ) from exc
     except Exception as exc:
         raise BundleError(f"{label}: 无法读取 (cannot read: {exc}) — the file is damaged or truncated; export it again") from exc
     gdf = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     if not isinstance(gdf, gpd.GeoDataFrame) or "geometry" not in gdf:
         raise BundleError(f"{label}: 没有几何 (layer has no geometry) — {role} must be a spatial layer")
     gdf = gdf.reset_index(drop=True)
+    hints: dict[str, str] = {}
     if cut_utf8:
-        gdf = _recode_cut_utf8(gdf)
+        gdf, hints = _recode_cut_utf8(gdf, role, label, rejects)
     src = _resolve_crs(gdf, label, role, ov.get("crs"), crs_arg)
     gdf = gdf.set_crs(src, allow_override=True)
     _check_area_of_use(gdf, label, role, src)
     out = to_crs_cached(gdf, TARGET_CRS)
     rows = np.arange(1, len(out) + 1)
-    return out, rows, CRS.from_user_input(src).to_string()
+    return out, rows, CRS.from_user_input(src).to_string(), hints
 
 
 @functools.lru_cache(maxsize=64)
@@ -423,8 +536,11 @@ def _check_shapefile(fpath: Path, label: str) -> None:
     Hand-rolled because GDAL does not report it: the .shp header holds the file length (bytes
     24–27, big-endian, 16-bit words) and the .dbf header the record count and sizes.
     """
-    if _sidecar(fpath, ".shx") is None:
-        raise BundleError(f"{label}: 缺少 .shx 文件 (missing {fpath.stem}.shx) — copy all Shapefile parts (.shp .shx .dbf .prj .cpg)")
+    for part, what in ((".shx", "索引"), (".dbf", "属性表")):
+        if _sidecar(fpath, part) is None:
+            raise BundleError(
+                f"{label}: 缺少 {part} 文件（{what}）(missing sidecar file {fpath.stem}{part}) — "
+                f"copy all Shapefile parts (.shp .shx .dbf .prj .cpg)")
     size = fpath.stat().st_size
     with open(fpath, "rb") as fh:
         head = fh.read(100)
@@ -476,13 +592,125 @@ def _dbf_encoding(dbf: Path | None, sample_bytes: int = 8 << 20) -> str | None:
     return None
 
 
-def _recode_cut_utf8(gdf):
-    """Names and text read as ISO-8859-1 → UTF-8, dropping a character cut at the 10-byte limit."""
+_UTF8_CPG = {"utf-8", "utf8", "65001", "cp65001"}
+_GBK_CPG = {"gbk", "936", "cp936", "gb2312", "gb18030", "ansi 936", "cp 936", "ms936", "windows-936", "euc-cn"}
+
+
+def _shapefile_encoding(fpath: Path, label: str, rejects: "_Rejects") -> str | None:
+    """The encoding to read a .dbf with: its .cpg, unless the bytes prove the .cpg wrong.
+
+    A .cpg saying UTF-8 on GBK bytes (invalid UTF-8) makes GDAL fail; a .cpg saying GBK (or
+    none, with GDAL falling back to the language byte) on UTF-8 bytes decodes "successfully" into
+    mojibake. Valid multi-byte UTF-8 is almost never GBK text, so the bytes decide: the encoding
+    they decode in is used with a warning naming the .cpg; bytes that decode in neither while a
+    .cpg claims UTF-8 are refused naming the .cpg. Single-byte code pages in a .cpg (latin-1 for
+    French data) are trusted: any bytes decode in them.
+    """
+    dbf = _sidecar(fpath, ".dbf")
+    sniffed = _dbf_encoding(dbf)
+    cpg = _sidecar(fpath, ".cpg")
+    if cpg is None:
+        return sniffed
+    declared = cpg.read_bytes()[:64].decode("ascii", errors="replace").strip()
+    low = declared.lower()
+    if low in _UTF8_CPG:
+        if sniffed in (None, "UTF-8"):
+            if sniffed is None and not _dbf_is_ascii(dbf):
+                raise BundleError(
+                    f"{label}: {cpg.name} 声明编码为 {declared}，但 {dbf.name} 的文字既不是 UTF-8 也不是 GBK "
+                    f"(the .cpg says {declared} but the text is neither UTF-8 nor GBK) — 改正 {cpg.name} "
+                    f"（写入实际编码，如 GBK）或用 UTF-8 重新导出")
+            return "UTF-8" if sniffed else None
+    elif low in _GBK_CPG:
+        if sniffed in (None, "GB18030"):
+            return "GB18030" if sniffed else None
+    else:
+        return None
+    rejects.add(label, np.array([0]), cpg.name, declared,
+                f"{cpg.name} 声明编码为 {declared}，但文字实际是 {'GBK' if sniffed == 'GB18030' else 'UTF-8'}，"
+                f"已按实际编码读取 (the .cpg is wrong: text read as {sniffed}) — 请改正或删除 {cpg.name}",
+                "warning")
+    return sniffed
+
+
+def _dbf_is_ascii(dbf: Path | None) -> bool:
+    if dbf is None:
+        return True
+    with open(dbf, "rb") as fh:
+        data = fh.read(8 << 20)
+    # the header's binary fields (counts, sizes) are not text: look at names and records only
+    hlen = struct.unpack("<H", data[8:10])[0] if len(data) >= 10 else len(data)
+    return max(data[hlen:], default=0) < 0x80 and all(max(n, default=0) < 0x80 for n in _dbf_field_names(dbf))
+
+
+def _dbf_field_names(dbf: Path | None) -> list[bytes]:
+    if dbf is None:
+        return []
+    with open(dbf, "rb") as fh:
+        head = fh.read(32)
+        if len(head) < 32:
+            return []
+        hlen = struct.unpack("<H", head[8:10])[0]
+        data = head + fh.read(max(hlen - 32, 0))
+    return [data[i:i + 11].split(b"\0")[0] for i in range(32, len(data) - 31, 32) if data[i:i + 1] != b"\r"]
+
+
+def _has_cut_utf8_names(dbf: Path | None) -> bool:
+    for n in _dbf_field_names(dbf):
+        try:
+            n.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+    return False
+
+
+def _recode_cut_utf8(gdf, role: str, label: str, rejects: "_Rejects"):
+    """Names and text read as ISO-8859-1 → UTF-8; a field name cut mid-character is resolved.
+
+    The bytes left of the cut character still narrow it down: ``权利人`` + ``\xe7`` can only be
+    a name whose next character's UTF-8 starts with ``\xe7`` (``权利人统一社会信用代码``, not
+    ``权利人名称``). When exactly one column of the role fits, the field is mapped to it (returned
+    as hints: source name → canonical); otherwise it is kept as an extra column ``权利人…`` and a
+    warning says so. Two fields that are still the same after recoding are refused naming both.
+    """
     fix = lambda v: v.encode("latin-1").decode("utf-8", errors="ignore") if isinstance(v, str) else v  # noqa: E731
     for c in gdf.columns:
         if c != "geometry" and (gdf[c].dtype == object or pd.api.types.is_string_dtype(gdf[c])):
             gdf[c] = gdf[c].map(fix)
-    return gdf.rename(columns={c: fix(c) for c in gdf.columns if c != "geometry"})
+    names, hints = {}, {}
+    for c in gdf.columns:
+        if c == "geometry":
+            continue
+        raw = c.encode("latin-1")
+        head = raw.decode("utf-8", errors="ignore")
+        try:
+            raw.decode("utf-8")
+            names[c] = head
+            continue
+        except UnicodeDecodeError:
+            pass
+        # the incomplete bytes at the end (the cut character's lead bytes)
+        tail = raw[len(head.encode("utf-8")):]
+        new = head + "…"
+        names[c] = new
+        key = normalize_header(head)
+        fits = {canon for alias, canon in ALIASES[role].items()
+                if alias.startswith(key) and len(alias) > len(key)
+                and alias[len(key)].encode("utf-8").startswith(tail)}
+        if len(fits) == 1:
+            hints[new] = fits.pop()
+        else:
+            rejects.add(label, np.array([0]), new, head,
+                        "字段名在 10 字节处被截断，无法确定是哪一列 (field name cut mid-character at the 10-byte "
+                        "limit; not recognised) — 用 GBK 重新导出 Shapefile，或在 overrides 中指定该列", "warning")
+    seen: dict[str, str] = {}
+    for c, n in names.items():
+        if n in seen:
+            raise BundleError(
+                f"{label}: 字段名被截断后重名 {seen[n]!r} 和 {c!r} 都成为 {n!r} (field names clash after the 10-byte "
+                f"cut) — 用 GBK 重新导出 Shapefile，或缩短字段名")
+        seen[n] = c
+    return gdf.rename(columns=names), hints
 
 
 def _pick_layer(fpath: Path, label: str, role: str) -> str | None:
@@ -577,10 +805,11 @@ def _check_area_of_use(gdf, label, role, src) -> None:
 # tables (csv, xlsx)
 
 
-def _read_table(role, fpath: Path, label: str, ov: dict, progress) -> tuple[pd.DataFrame, np.ndarray]:
+def _read_table(role, fpath: Path, label: str, ov: dict, progress, rejects: "_Rejects"):
+    """(raw text cells, spreadsheet line numbers, formula cells without a value as (line, header))."""
     if fpath.suffix.lower() == ".csv":
-        return _read_csv(role, fpath, label, ov, progress)
-    return _read_xlsx(role, fpath, label, ov, progress)
+        return (*_read_csv(role, fpath, label, ov, progress), [])
+    return _read_xlsx(role, fpath, label, ov, progress, rejects)
 
 
 def _csv_encoding(fpath: Path, label: str) -> str:
@@ -600,22 +829,29 @@ def _csv_encoding(fpath: Path, label: str) -> str:
 
 def _read_csv(role, fpath, label, ov, progress):
     enc = ov.get("encoding") or _csv_encoding(fpath, label)
+    # The first lines in full (a header line may be longer than any fixed-size sample: cutting it
+    # would silently drop the later columns).
     with open(fpath, encoding=enc, newline="") as fh:
-        sample = fh.read(64 << 10)
-    if not sample.strip():
+        head_text = "".join(itertools.islice(fh, _HEADER_SCAN_ROWS + 1))
+    if not head_text.strip():
         raise BundleError(f"{label}: 文件为空 (file is empty) — export it again")
     try:
-        delim = csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
+        # the delimiter is told by the first lines; the sniffer's regexes are slow on megabytes
+        delim = csv.Sniffer().sniff(head_text[: 64 << 10], delimiters=",\t;|").delimiter
     except csv.Error:
         delim = ","
     # The csv module reads the first rows: ragged title lines above the header trip pandas' parser.
+    csv.field_size_limit(1 << 30)
     head_rows = []
-    for i, rec in enumerate(csv.reader(sample.splitlines(), delimiter=delim)):
-        if i >= _HEADER_SCAN_ROWS:
-            break
-        head_rows.append(rec)
+    try:
+        for i, rec in enumerate(csv.reader(io.StringIO(head_text), delimiter=delim)):
+            if i >= _HEADER_SCAN_ROWS:
+                break
+            head_rows.append(rec)
+    except csv.Error as exc:
+        raise BundleError(f"{label}: 无法解析 (cannot parse CSV: {exc}) — check quotes and the number of fields") from exc
     hidx, names = _detect_header(role, head_rows, ov.get("columns"), label=label)
-    total = max(sample.count("\n"), 1) if len(sample) < (64 << 10) else _count_lines(fpath)
+    total = _count_lines(fpath)
     parts, first = [], hidx + 2  # spreadsheet line number of the first data row
     try:
         reader = pd.read_csv(fpath, encoding=enc, sep=delim, header=None, skiprows=hidx + 1, dtype=str,
@@ -643,11 +879,18 @@ def _count_lines(fpath: Path) -> int:
     return n
 
 
-def _read_xlsx(role, fpath, label, ov, progress):
+#: Sheets whose cell area (rows × columns, declared or used) exceeds this are streamed row by
+#: row (openpyxl read-only) instead of loaded whole by calamine, which allocates the full
+#: rectangle: one stray cell at XFD1048576 would ask for 17 billion cells (≈ 512 GB).
+XLSX_CELL_BUDGET = 20_000_000
+
+
+def _read_xlsx(role, fpath, label, ov, progress, rejects: "_Rejects"):
     # calamine (Rust) parses xlsx ~20x faster than openpyxl: a county's 15k-row sheets take a
     # second instead of half a minute. Merged cells come back as the top-left value, like Excel.
     from python_calamine import CalamineError, CalamineWorkbook
 
+    parts = _xlsx_sheet_parts(fpath, label)
     try:
         wb = CalamineWorkbook.from_path(str(fpath))
     except (CalamineError, OSError, ValueError) as exc:
@@ -658,30 +901,164 @@ def _read_xlsx(role, fpath, label, ov, progress):
     # The named sheet, else the first sheet where a header is recognised.
     best = None
     for name in [sheet] if sheet else wb.sheet_names:
-        try:
-            values = wb.get_sheet_by_name(name).to_python(skip_empty_area=False)
-        except (CalamineError, OSError, ValueError) as exc:
-            raise BundleError(f"{label}: 无法读取 (cannot read xlsx: {exc}) — the file is damaged or truncated") from exc
-        head = [[_cell_str(v) for v in r] for r in values[:_HEADER_SCAN_ROWS]]
+        scan = _xlsx_scan(fpath, parts.get(name), label)
+        streamed = scan["area"] > XLSX_CELL_BUDGET
+        if streamed:
+            head = _openpyxl_rows(fpath, name, label, 1, _HEADER_SCAN_ROWS, None)
+            width = max((i + 1 for r in head for i, v in enumerate(r) if v not in (None, "")), default=0)
+            head = [list(r[:width]) for r in head]
+            values = None
+        else:
+            try:
+                values = wb.get_sheet_by_name(name).to_python(skip_empty_area=False)
+            except (CalamineError, OSError, ValueError) as exc:
+                raise BundleError(f"{label}: 无法读取 (cannot read xlsx: {exc}) — the file is damaged or truncated") from exc
+            head = values[:_HEADER_SCAN_ROWS]
+        head = [[_cell_str(v) for v in r] for r in head]
         hidx, names, score = _detect_header(role, head, ov.get("columns"), with_score=True, label=label)
         if best is None or score > best[3]:
-            best = (values, hidx, names, score)
+            best = (values, hidx, names, score, name, scan)
         if score > 0:
             break
-    values, hidx, names, _ = best
+    values, hidx, names, _, name, scan = best
     width = len(names)
-    data = []
-    for done, r in enumerate(values[hidx + 1:], start=1):
+    if values is None:
+        rejects.add(label, np.array([0]), "(工作表)", scan["extent"],
+                    f"工作表 {name} 的数据区域达到 {scan['extent']}，只按表头的 {width} 列逐行读取，其余单元格忽略 "
+                    f"(sheet extent {scan['extent']}: streamed, cells right of the header ignored) — 删除表格外的单元格",
+                    "warning")
+        source = _openpyxl_rows(fpath, name, label, hidx + 2, None, width, lazy=True)
+    else:
+        source = values[hidx + 1:]
+    data, lines = [], []
+    for line, r in enumerate(source, start=hidx + 2):
         r = list(r[:width]) + [None] * (width - len(r))
-        data.append([_cell_str(v) for v in r])
-        if progress and done % CHUNK == 0:
-            progress(role, done, len(values) - hidx - 1)
+        cells = [_cell_str(v) for v in r]
+        if any(c.strip() for c in cells):
+            data.append(cells)
+            lines.append(line)
+        if progress and len(data) and len(data) % CHUNK == 0:
+            progress(role, len(data), 0)
     if progress:
         progress(role, len(data), len(data))
     raw = pd.DataFrame(data, columns=names, dtype=object) if data else pd.DataFrame(columns=names, dtype=object)
     raw = raw.astype("string").fillna("")
-    rows = np.arange(hidx + 2, hidx + 2 + len(raw))
-    return _drop_blank(raw, rows)
+    rows = np.asarray(lines, dtype="int64")
+    formulas = [(r, names[c - 1]) for r, c in scan["formulas"] if r > hidx + 1 and c <= width]
+    return (*_drop_blank(raw, rows), formulas)
+
+
+def _openpyxl_rows(fpath, sheet, label, min_row, max_row, max_col, lazy=False):
+    """Rows of a sheet streamed by openpyxl (read-only: memory bounded by one row)."""
+    import openpyxl
+
+    try:
+        wb = openpyxl.load_workbook(fpath, read_only=True, data_only=True)
+        it = wb[sheet].iter_rows(min_row=min_row, max_row=max_row, max_col=max_col or 1000, values_only=True)
+        return it if lazy else list(it)
+    except Exception as exc:  # openpyxl raises many types on a broken file
+        raise BundleError(f"{label}: 无法读取 (cannot read xlsx: {exc}) — the file is damaged or truncated; save it again in Excel") from exc
+
+
+def _xlsx_sheet_parts(fpath, label) -> dict[str, str]:
+    """Sheet name → its XML member in the xlsx zip (from workbook.xml and its relationships)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(fpath) as z:
+            wbx = z.read("xl/workbook.xml").decode("utf-8", errors="replace")
+            rels = z.read("xl/_rels/workbook.xml.rels").decode("utf-8", errors="replace")
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as exc:
+        raise BundleError(f"{label}: 无法读取 (cannot read xlsx: {exc}) — the file is damaged or truncated; save it again in Excel") from exc
+    targets = {}
+    for m in re.finditer(r"<(?:\w+:)?Relationship\b[^>]*>", rels):
+        tag = m.group(0)
+        rid, tgt = re.search(r'\bId="([^"]+)"', tag), re.search(r'\bTarget="([^"]+)"', tag)
+        if rid and tgt:
+            t = tgt.group(1)
+            targets[rid.group(1)] = t.lstrip("/") if t.startswith("/") else "xl/" + t
+    out = {}
+    for m in re.finditer(r"<(?:\w+:)?sheet\b[^>]*>", wbx):
+        tag = m.group(0)
+        nm, rid = re.search(r'\bname="([^"]*)"', tag), re.search(r'\br:id="([^"]+)"|\bid="([^"]+)"', tag)
+        if nm and rid:
+            import html
+
+            out[html.unescape(nm.group(1))] = targets.get(rid.group(1) or rid.group(2), "")
+    return out
+
+
+_XL_CELL = re.compile(rb"<(?:\w+:)?c\b([^>]*?)(?:/>|>(.*?)</(?:\w+:)?c>)", re.S)
+_XL_REF = re.compile(rb'\br="([A-Z]{1,3})([0-9]{1,7})"')
+_XL_DIM = re.compile(rb'<(?:\w+:)?dimension\b[^>]*\bref="(?:[A-Z]+[0-9]+:)?([A-Z]{1,3})([0-9]{1,7})"')
+
+
+def _col_number(letters: bytes) -> int:
+    n = 0
+    for ch in letters:
+        n = n * 26 + ch - 64
+    return n
+
+
+def _xlsx_scan(fpath, member: str | None, label) -> dict:
+    """One streamed pass over a sheet's XML: the cell area (declared and used) and the formula
+    cells that carry no cached value. Returns ``{"area", "extent", "formulas": [(row, col)]}``."""
+    import zipfile
+
+    out = {"area": 0, "extent": "", "formulas": []}
+    if not member:
+        return out
+    max_r = max_c = 0
+    dim_area = 0
+    try:
+        with zipfile.ZipFile(fpath) as z, z.open(member) as fh:
+            buf = b""
+            first = True
+            while True:
+                chunk = fh.read(4 << 20)
+                buf += chunk
+                if first:
+                    m = _XL_DIM.search(buf[:4096])
+                    if m:
+                        dim_area = _col_number(m.group(1)) * int(m.group(2))
+                    first = False
+                # cut after the last complete cell; the rest waits for the next chunk
+                end = buf.rfind(b"c>")
+                cut = len(buf) if not chunk else (end + 2 if end >= 0 else 0)
+                part, buf = buf[:cut], buf[cut:]
+                for m in _XL_CELL.finditer(part):
+                    ref = _XL_REF.search(m.group(1))
+                    body = m.group(2) or b""
+                    if ref is None or not body:
+                        continue
+                    r, c = int(ref.group(2)), _col_number(ref.group(1))
+                    max_r, max_c = max(max_r, r), max(max_c, c)
+                    if b"<f" in body and not re.search(rb"<(?:\w+:)?v>[^<]", body):
+                        out["formulas"].append((r, c))
+                if not chunk:
+                    break
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, zlib_error) as exc:
+        raise BundleError(f"{label}: 无法读取 (cannot read xlsx: {exc}) — the file is damaged or truncated; save it again in Excel") from exc
+    out["area"] = max(dim_area, max_r * max_c)
+    out["extent"] = f"{_col_letters(max_c)}{max_r}" if max_r else ""
+    if dim_area > max_r * max_c:
+        out["extent"] = (m.group(1) + m.group(2)).decode() if (m := _XL_DIM.search(_xlsx_head(fpath, member))) else ""
+    return out
+
+
+def _xlsx_head(fpath, member) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(fpath) as z, z.open(member) as fh:
+        return fh.read(4096)
+
+
+def _col_letters(n: int) -> str:
+    s = ""
+    while n > 0:
+        n, r = divmod(n - 1, 26)
+        s = chr(65 + r) + s
+    return s
 
 
 def _cell_str(v) -> str:
@@ -774,6 +1151,8 @@ class _Rejects:
         if rows.size == 0:
             return
         n = rows.size
+        if not np.isscalar(reason):
+            reason = np.array([str(r).replace("\x00", "\\x00") for r in reason], dtype=object)
         vals = pd.Series(values, dtype=object) if not np.isscalar(values) else pd.Series([values] * n, dtype=object)
         self.parts.append(pd.DataFrame({
             "file": np.broadcast_to(np.asarray(file, dtype=object), n),
@@ -787,8 +1166,15 @@ class _Rejects:
     def frame(self) -> pd.DataFrame:
         if not self.parts:
             return pd.DataFrame({c: pd.Series(dtype="int64" if c == "row" else object) for c in REJECT_COLUMNS})
-        out = pd.concat(self.parts, ignore_index=True)[REJECT_COLUMNS]
+        if len(self.parts) > 1:
+            # later calls (validate's checks) read the frame repeatedly: concatenate once
+            self.parts = [pd.concat(self.parts, ignore_index=True)]
+        out = self.parts[0][REJECT_COLUMNS]
         return out.astype({"row": "int64"})
+
+
+#: A rejected value is shown up to this many characters (a 4,000-character cell is cut).
+_VALUE_SHOWN = 80
 
 
 def _value_text(v) -> str:
@@ -798,7 +1184,8 @@ def _value_text(v) -> str:
         if np.isnan(v):
             return ""
         return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
-    return str(v)
+    t = str(v).replace("\x00", "\\x00")
+    return t if len(t) <= _VALUE_SHOWN else t[:_VALUE_SHOWN] + f"…（共 {len(t)} 字符）"
 
 
 def _missing_mask(s: pd.Series) -> np.ndarray:
@@ -836,6 +1223,7 @@ def _as_number(s: pd.Series, kind: str, label, rows, field, rejects):
         if bad.any():
             rejects.add(label, rows[bad], field, s[bad].to_numpy(dtype=object),
                         "非数值 (not a number)", "error")
+    num = _check_range(num, label, rows, field, rejects)
     if kind == "int":
         frac = num.notna().to_numpy() & (np.mod(num.fillna(0).to_numpy(), 1) != 0)
         if frac.any():
@@ -843,6 +1231,30 @@ def _as_number(s: pd.Series, kind: str, label, rows, field, rejects):
             num = num.mask(pd.Series(frac, index=s.index))
         return num.round().astype("Int64")
     return num
+
+
+_UNITS = {c.name: c.unit for cols in COLUMNS.values() for c in cols}
+
+
+def _check_range(num: pd.Series, label, rows, field, rejects) -> pd.Series:
+    """Non-finite values (``1e400`` → inf) and values above :data:`spatial.columns.PLAUSIBLE_MAX`
+    become errors and missing (negative values are the validator's: it names the rule)."""
+    v = num.to_numpy(dtype="float64", na_value=np.nan)
+    inf = np.isinf(v)
+    if inf.any():
+        rejects.add(label, rows[inf], field, np.where(v[inf] > 0, "inf", "-inf").astype(object),
+                    "不是有限数值（溢出，如 1e400）(not a finite number) — 填写实际数值", "error")
+    hi = PLAUSIBLE_MAX.get(field)
+    big = np.zeros(len(v), dtype=bool)
+    if hi is not None:
+        big = np.isfinite(v) & (np.abs(v) > hi)
+        if big.any():
+            unit = _UNITS.get(field, "")
+            rejects.add(label, rows[big], field, v[big],
+                        f"数值超出合理范围，上限 {hi:g}{(' ' + unit) if unit else ''} (value above the plausible "
+                        f"maximum {hi:g}{(' ' + unit) if unit else ''}) — 检查单位（如 元 与 万元）和数值", "error")
+    bad = inf | big
+    return num.mask(pd.Series(bad, index=num.index)) if bad.any() else num
 
 
 _DATE_CLEAN = re.compile(r"[年月./]")

@@ -46,6 +46,20 @@ GBT4754_DIVISIONS = {
 # Areas of parcels in China are computed in their GK zone; outside China (test data from France,
 # Liechtenstein) a GK zone clamped to 75°E would be wildly distorted, so the UTM zone is used.
 
+#: A polygon smaller than this (m², in the data's Gauss-Krüger zone) is degenerate: a ring whose
+#: vertices lie on a line, a digitising slip. Per-mu indicators divide by land area, so one such
+#: parcel would give its owner billions of 万元 per 亩 and push real A grades down: rejected.
+MIN_AREA_M2 = 1.0
+#: A polygon narrower than this on average (2 × area / perimeter, m) is a sliver left by an
+#: overlay or a snapping error, not land anyone uses: rejected.
+MIN_MEAN_WIDTH_M = 0.2
+#: Computed area differing from 登记面积 by more than this share is flagged (warning on the row,
+#: listed in the import report; the parcel archive shows the same comparison).
+AREA_MISMATCH_SHARE = 0.05
+#: Rejected rows listed per file; the rest are counted in one summary row (a file of a million
+#: bad rows must not produce a million-row report).
+MAX_REJECTS_PER_FILE = 1000
+
 
 def validate_bundle(bundle: Bundle, *, overlap_tolerance_m2: float = 1.0, year_range=None,
                     progress=None) -> Bundle:
@@ -74,6 +88,7 @@ def validate_bundle(bundle: Bundle, *, overlap_tolerance_m2: float = 1.0, year_r
     for role in LAYER_ROLES:
         if role in tables:
             tables[role] = _check_geometry(tables[role], role, rej)
+            _check_area(tables[role], role, rej)
     if "parcels" in tables:
         p = tables["parcels"]
         _check_key(p, "parcel_code", "宗地代码", rej)
@@ -103,8 +118,8 @@ def validate_bundle(bundle: Bundle, *, overlap_tolerance_m2: float = 1.0, year_r
         e = tables["enterprises"]
         _check_uscc(e, "uscc", rej, malformed="error", empty="error")
         _check_key(e, "uscc", "统一社会信用代码", rej, empty_msg=None)
-        name_empty = e["name"].isna().to_numpy()
-        _add(rej, e, name_empty, "name", e["name"], "企业名称为空 (enterprise name is empty)", "warning")
+        name_empty = e["name"].isna().to_numpy() & ~_already(rej, e, "name")
+        _add(rej, e, name_empty, "name", e["name"], "企业名称为空 (enterprise name is empty) — 填写企业名称")
         _check_industry(e, rej)
         tables["enterprises"], removed["enterprises"] = _drop_errors(e, rej)
         done("enterprises")
@@ -162,7 +177,32 @@ def validate_bundle(bundle: Bundle, *, overlap_tolerance_m2: float = 1.0, year_r
         par.check(c, "parcel_code")
         tables["corrections"], _ = _drop_errors(c, rej)
         done("corrections")
-    return replace(bundle, tables=tables, rejects=rej.frame())
+    return replace(bundle, tables=tables, rejects=_cap_rejects(rej.frame(), MAX_REJECTS_PER_FILE))
+
+
+def _cap_rejects(frame: pd.DataFrame, cap: int) -> pd.DataFrame:
+    """The first ``cap`` rejects of each file, and one row (row 0) counting the rest per severity."""
+    n = frame.groupby("file", sort=False).cumcount().to_numpy()
+    over = n >= cap
+    if not over.any():
+        return frame
+    rest = frame[over].groupby(["file", "severity"], sort=False).size()
+    summary = pd.DataFrame([
+        {"file": f, "row": 0, "field": "", "value": str(k),
+         "reason": f"另有 {k} 条{'错误' if sev == 'error' else '警告'}未列出 ({k} more {sev}s not listed; "
+                   f"only the first {cap} problems per file are listed) — 先改正已列出的问题再重新导入",
+         "severity": sev}
+        for (f, sev), k in rest.items()])
+    return pd.concat([frame[~over], summary], ignore_index=True).astype({"row": "int64"})
+
+
+DATE_IN_CODE = ("行业代码被 Excel 当作日期 (industry_code became a date in Excel) — 将该列设为文本，"
+                "按 GB/T 4754 重新填写代码")
+
+
+def is_date_like(t: pd.Series) -> np.ndarray:
+    """Codes that are dates (Excel turned 3-4 into 2024-03-04): never a GB/T 4754 code."""
+    return t.astype("string").str.match(r"^\d{4}-\d{1,2}-\d{1,2}").fillna(False).to_numpy(dtype=bool)
 
 
 def industry_code_status(codes: pd.Series) -> pd.Series:
@@ -179,6 +219,7 @@ def industry_code_status(codes: pd.Series) -> pd.Series:
     bad_sec = (present & ~bad_form & ~bad_div & m["sec"].notna().to_numpy(dtype=bool)
                & (m["sec"] != sec_of_div).fillna(False).to_numpy(dtype=bool))
     reason[bad_form] = "行业代码应为2–4位数字 (industry_code must be 2–4 digits, GB/T 4754)"
+    reason[is_date_like(t)] = DATE_IN_CODE
     reason[bad_div] = "行业大类不存在 (no such GB/T 4754 division: valid are 01–97)"
     reason[bad_sec] = "门类字母与大类不符 (section letter does not match the GB/T 4754 division)"
     return reason
@@ -245,6 +286,50 @@ def _check_geometry(gdf: gpd.GeoDataFrame, role: str, rej: _Rejects) -> gpd.GeoD
     return gdf
 
 
+def _check_area(gdf: gpd.GeoDataFrame, role: str, rej: _Rejects) -> None:
+    """Degenerate and sliver polygons rejected; 登记面积 far from the computed area flagged.
+
+    Areas in m² in the data's Gauss-Krüger zone (:func:`spatial.crs.metric_crs_for`), as the
+    importer stores them. Rules: :data:`MIN_AREA_M2`, :data:`MIN_MEAN_WIDTH_M`,
+    :data:`AREA_MISMATCH_SHARE` (documented in data/README.md).
+    """
+    geom = gdf.geometry.values
+    ok = ~np.asarray(shapely.is_missing(geom) | shapely.is_empty(geom), dtype=bool)
+    ok &= np.isin(np.asarray(shapely.get_type_id(geom)), [3, 6])
+    if not ok.any():
+        return
+    metric = to_crs_cached(gdf.loc[ok], metric_crs_for(gdf.loc[ok])).geometry.values
+    area = np.full(len(gdf), np.nan)
+    perim = np.full(len(gdf), np.nan)
+    area[ok] = shapely.area(metric)
+    perim[ok] = shapely.length(metric)
+    finite = np.isfinite(area)
+    bad_coords = ok & ~finite
+    _add(rej, gdf, bad_coords, "geometry", np.full(len(gdf), "", dtype=object),
+         "坐标无法换算到平面坐标 (coordinates cannot be projected: outside the zone) — 检查坐标与坐标系")
+    tiny = ok & finite & (area < MIN_AREA_M2)
+    vals = np.array([f"{a:.3g} m²" for a in area], dtype=object)
+    _add(rej, gdf, tiny, "geometry", vals,
+         f"面积为零或过小，小于 {MIN_AREA_M2:g} m²（退化的图形，如各顶点在一条直线上）(degenerate polygon: area below "
+         f"{MIN_AREA_M2:g} m²) — 修正该宗地的边界后重新导出")
+    width = np.where(perim > 0, 2 * area / np.where(perim > 0, perim, 1), 0)
+    sliver = ok & finite & ~tiny & (width < MIN_MEAN_WIDTH_M)
+    _add(rej, gdf, sliver, "geometry", np.array([f"{w:.3g} m" for w in width], dtype=object),
+         f"狭长碎片：平均宽度小于 {MIN_MEAN_WIDTH_M:g} m (sliver polygon: mean width 2·area/perimeter below "
+         f"{MIN_MEAN_WIDTH_M:g} m) — 删除碎片或修正边界")
+    if role != "parcels" or "registered_area_m2" not in gdf.columns:
+        return
+    reg = gdf["registered_area_m2"].to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.abs(area - reg) / reg
+    off = ok & finite & ~tiny & ~sliver & (reg > 0) & (share > AREA_MISMATCH_SHARE)
+    reasons = np.array([
+        f"计算面积 {a:.1f} m² 与登记面积 {r:.1f} m² 相差 {x:.0%}（超过 {AREA_MISMATCH_SHARE:.0%}）"
+        f"(computed area differs from registered_area_m2 by {x:.0%}, more than {AREA_MISMATCH_SHARE:.0%}) — "
+        "核对宗地边界或登记面积" for a, r, x in zip(area, reg, np.nan_to_num(share))], dtype=object)
+    _add(rej, gdf, off, "registered_area_m2", gdf["registered_area_m2"], reasons, "warning")
+
+
 def _polygonal_part(g):
     """The polygonal part of a make_valid result (a bow-tie gives polygons plus stray lines)."""
     if g is None:
@@ -303,9 +388,19 @@ def _check_uscc(df, col, rej, *, malformed="error", empty=None, check_char=True)
     reason = np.full(len(df), "", dtype=object)
     status[present] = st["status"].to_numpy(dtype=object)
     reason[present] = st["reason"].to_numpy(dtype=object)
+    # Excel turns an all-digit code into a number (9.13309E+17, or 18 digits with the last ones
+    # zeroed): say so, the fix is in Excel, not in the code.
+    numeric = (s.astype("string").str.fullmatch(r"\d+(\.\d*)?(E\+?\d+)?").fillna(False).to_numpy(dtype=bool)
+               & (status != "ok"))
+    if numeric.any():
+        reason = reason.copy()
+        reason[numeric] = [r + " — " + EXCEL_NUMBER_HINT for r in reason[numeric]]
     _add(rej, df, status == "error", col, s, reason, malformed)
     if check_char:
         _add(rej, df, status == "warning", col, s, reason, "warning")
+
+
+EXCEL_NUMBER_HINT = "Excel 把代码当作数字，请将该列设为文本后重新填写 (Excel stored the code as a number)"
 
 
 def _check_nonnegative(df, role, rej):
@@ -332,7 +427,9 @@ def _already(rej, df, field) -> np.ndarray:
 
 def _check_industry(df, rej):
     reason = industry_code_status(df["industry_code"]).to_numpy(dtype=object)
-    _add(rej, df, reason != "", "industry_code", df["industry_code"], reason, "warning")
+    date = reason == DATE_IN_CODE
+    _add(rej, df, date, "industry_code", df["industry_code"], reason)
+    _add(rej, df, (reason != "") & ~date, "industry_code", df["industry_code"], reason, "warning")
 
 
 class _Ref:

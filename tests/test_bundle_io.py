@@ -79,11 +79,12 @@ def test_layer_formats_round_trip(tmp_path, fmt):
 
 
 def test_utf8_shapefile_with_cut_chinese_names(tmp_path):
-    """UTF-8 .dbf: 登记面积 (12 bytes) is cut to 登记面 + a broken byte; still read and mapped."""
+    """UTF-8 .dbf: 登记面积 (12 bytes) is cut to 登记面 + a broken byte; still read and mapped
+    (the column map shows the cut with …)."""
     g = corpus.parcels_gdf()[["宗地代码", "登记面积", "geometry"]]
     d = _bundle_with_parcels(tmp_path / "cut", lambda d: pyogrio.write_dataframe(g, d / "parcels.shp", encoding="UTF-8"))
     b = read_bundle(d)
-    assert b.column_map["parcels.shp"] == {"宗地代": "parcel_code", "登记面": "registered_area_m2"}
+    assert b.column_map["parcels.shp"] == {"宗地代…": "parcel_code", "登记面…": "registered_area_m2"}
     assert list(b.tables["parcels"]["parcel_code"]) == corpus.CODES
 
 
