@@ -260,3 +260,44 @@ def test_explanations_are_json():
 
     out = evaluate(frame(tax_paid=[1.0, np.nan]), load_scheme("huzhou_3"), 2024)
     json.dumps(out["explanation"].tolist(), ensure_ascii=False, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- 无地 (issue 11)
+
+
+def test_landless_are_excluded_never_ranked_with_landed_and_say_why():
+    s = scheme(tax_only(), missing="population_average_score")
+    d = frame(tax_paid=[60.0, 40.0, 20.0, 300.0, 30.0], land_area_mu=[6.0, 4.0, 2.0, 0.0, 1e-9])
+    out = by_id(evaluate(d, s, 2024))
+    assert out["evaluated"].tolist() == [True, True, True, False, False]
+    assert out.loc["e3", "excluded_reason"] == "无地企业（用地 0.00 亩，不足 0.01 亩）：不计亩均指标，不参与有地企业排名"
+    assert np.isnan(out.loc["e4", "tax_per_mu"]) and pd.isna(out.loc["e4", "rank"])
+    assert out["rank_n"].dropna().unique().tolist() == [3]
+    assert "无地企业" in explain_text(out.loc["e4", "explanation"])
+    # the landed three get what they get without the landless two
+    alone = by_id(evaluate(d.iloc[:3], s, 2024))
+    pd.testing.assert_series_equal(out["grade"].iloc[:3], alone["grade"])
+
+
+def test_landless_list_ranks_them_on_their_own():
+    kwh = [{"key": "tax_per_kwh", "title": "单位用电税收", "unit": "元/kWh", "formula": "tax_per_kwh",
+            "weight": 100, "baseline": 0.2}]
+    lists = [{"name": "有地", "when": "True", "indicators": tax_only(), "bands": BANDS},
+             {"name": "无地", "when": "True", "indicators": kwh, "bands": BANDS}]
+    s = scheme(lists=lists, landless={"min_mu": 0.01, "treatment": "list", "list": "无地"})
+    d = frame(tax_paid=[60.0, 40.0, 20.0, 30.0], land_area_mu=[6.0, 4.0, 0.0, 0.004],
+              electricity_kwh=[1e6, 1e6, 1e6, 2e6])
+    out = by_id(evaluate(d, s, 2024))
+    assert out["list_name"].tolist() == ["有地", "有地", "无地", "无地"]
+    assert out.loc["e2", "rank_n"] == 2 and out.loc["e0", "rank_n"] == 2
+    text = explain_text(out.loc["e3", "explanation"])
+    assert "无地企业（用地 0.00 亩，不足 0.01 亩）：列入无地名单，不计亩均指标" in text
+
+
+def test_landless_list_must_exist_and_use_no_land():
+    lists = [{"name": "有地", "when": "True", "indicators": tax_only(), "bands": BANDS}]
+    with pytest.raises(Exception, match="landless.list"):
+        scheme(lists=lists, landless={"treatment": "list", "list": "无地"})
+    lists.append({"name": "无地", "when": "True", "indicators": tax_only(), "bands": BANDS})
+    with pytest.raises(Exception, match="无地 list cannot use land"):
+        scheme(lists=lists, landless={"treatment": "list", "list": "无地"})
