@@ -343,6 +343,40 @@ def keys_create(role: str = typer.Option(..., help="public | viewer | analyst | 
     print(key)
 
 
+_ROLE_ZH = {"public": "公开", "viewer": "查看", "analyst": "分析", "admin": "管理"}
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """List the API keys (never the keys themselves): id, name, role, region, created, revoked."""
+    from app.auth import list_keys
+
+    ready_url()
+    with db.engine().connect() as conn:
+        rows = list_keys(conn)
+    if not rows:
+        print("尚无密钥（用 `mujun keys create --role viewer` 创建）")
+        return
+    print("编号\t名称\t角色\t范围\t创建时间\t状态")
+    for r in rows:
+        state = f"已吊销 {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "有效"
+        print(f"{r['id']}\t{r['name']}\t{r['role']}（{_ROLE_ZH.get(r['role'], r['role'])}）\t"
+              f"{r['region'] or '全县'}\t{r['created_at']:%Y-%m-%d %H:%M}\t{state}")
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: int = typer.Argument(..., help="key id (`mujun keys list`)")) -> None:
+    """Revoke a key: refused from the key's very next request on (no cache to wait for)."""
+    from app.auth import revoke_key
+
+    ready_url()
+    with db.engine().begin() as conn:
+        if not revoke_key(conn, key_id):
+            fail(f"没有编号为 {key_id} 的有效密钥（`mujun keys list` 列出全部密钥）")
+        db.audit(conn, "cli", "keys.revoke", "api_keys", str(key_id), {})
+    print(f"密钥 {key_id} 已吊销，下一次请求起即被拒绝")
+
+
 # -- the demo ------------------------------------------------------------------------------------
 @cli.command()
 def demo(port: int = typer.Option(None, help="default MUJUN_PORT or 8000"),
@@ -391,6 +425,9 @@ def main() -> None:
         cli()
     except KeyboardInterrupt:
         sys.exit(130)
+    except db.CountyBusy as exc:  # another import into this county did not finish in time
+        console.print(f"[bold red]错误：[/]{exc}")
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ cluster on demand when no ``DATABASE_URL`` is set.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+from contextlib import contextmanager
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -38,12 +41,23 @@ def database_url(settings: Settings | None = None) -> str:
     return embedded_cluster(s).ensure_running()
 
 
-def make_engine(url: str, *, pool_size: int = 8, statement_timeout_ms: int | None = None) -> sa.Engine:
-    connect_args = {}
+def make_engine(url: str, *, pool_size: int = 8, statement_timeout_ms: int | None = None,
+                pool_timeout_s: float = 30.0, connect_timeout_s: int | None = None) -> sa.Engine:
+    """A pooled engine. For the web service: a statement timeout (ms), a short pool timeout (s,
+    then ``sqlalchemy.exc.TimeoutError``, answered 503 Busy) and a connect timeout (s), and an
+    ``idle_in_transaction_session_timeout`` as a last guard against a connection left in a
+    transaction by a bug (the server ends such a session instead of keeping it for good)."""
+    connect_args: dict = {}
+    options = []
     if statement_timeout_ms:
-        connect_args["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+        options.append(f"-c statement_timeout={int(statement_timeout_ms)}")
+        options.append(f"-c idle_in_transaction_session_timeout={max(60000, 4 * int(statement_timeout_ms))}")
+    if options:
+        connect_args["options"] = " ".join(options)
+    if connect_timeout_s:
+        connect_args["connect_timeout"] = int(connect_timeout_s)
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                            connect_args=connect_args)
+                            pool_timeout=pool_timeout_s, connect_args=connect_args)
 
 
 @lru_cache(maxsize=8)
@@ -103,3 +117,81 @@ def audit(conn: sa.Connection, actor: str, action: str, entity: str | None = Non
 
     conn.execute(audit_log.insert().values(actor=actor, action=action, entity=entity,
                                            entity_id=entity_id, details=details or {}))
+
+
+class CountyBusy(RuntimeError):
+    """Another import (or other exclusive job) holds the county's lock; the message is Chinese."""
+
+
+@contextmanager
+def county_lock(bind: sa.Connection | sa.Engine, name: str = "import", *, wait_s: float = 600.0,
+                on_wait=None):
+    """One job of kind ``name`` per database (= per county) at a time: a PostgreSQL advisory lock.
+
+    The lock is a session lock on a connection of its own (taken from ``bind``'s engine), so it
+    holds across the job's own transactions and is released when the job ends — or when its
+    process dies (PostgreSQL drops a dead session's locks: a ``kill -9`` never leaves it stuck).
+    If another holds it, ``on_wait(message)`` is told once (a Chinese message for the CLI) and
+    the call waits up to ``wait_s`` seconds, then raises :class:`CountyBusy`.
+    """
+    import time
+
+    engine = bind.engine if isinstance(bind, sa.Connection) else bind
+    key = int.from_bytes(hashlib.blake2b(f"mujun:{name}".encode(), digest_size=8).digest(), "big", signed=True)
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        if not got:
+            holder = conn.execute(sa.text(
+                "SELECT a.pid, a.backend_start, a.application_name FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                "AND l.objsubid = 1 AND l.objid::text::bigint = (CAST(:k AS bigint) & 4294967295) "
+                "AND l.classid::text::bigint = ((CAST(:k AS bigint) >> 32) & 4294967295) LIMIT 1"),
+                {"k": key}).first()
+            who = f"（进程 {holder.pid}，开始于 {holder.backend_start:%H:%M:%S}）" if holder else ""
+            message = f"本县已有一个{_JOB_ZH.get(name, name)}在进行{who}，等待其完成后再开始（最多 {wait_s:.0f} 秒）…"
+            if on_wait is not None:
+                on_wait(message)
+            deadline = time.monotonic() + wait_s
+            while not got:
+                if time.monotonic() >= deadline:
+                    raise CountyBusy(f"本县已有一个{_JOB_ZH.get(name, name)}在进行{who}，等待 {wait_s:.0f} 秒后仍未结束；"
+                                     "请稍后再试")
+                time.sleep(0.2)
+                got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        try:
+            yield
+        finally:
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        conn.close()
+
+
+_JOB_ZH = {"import": "导入任务", "evaluate": "评价任务", "match": "匹配任务"}
+
+
+def county_locked(name: str):
+    """Decorator: run ``fn(engine, …)`` under :func:`county_lock` (one ``name`` job per county).
+
+    While it waits, the Chinese message goes to ``progress(message, 0, 0)`` when the call has a
+    ``progress`` callback (the CLI's progress bar), else to stderr. The wait is
+    ``settings.lock_wait_s`` seconds (then :class:`CountyBusy`).
+    """
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(engine, *args, **kwargs):
+            import sys
+
+            progress = kwargs.get("progress")
+
+            def on_wait(message: str) -> None:
+                if progress:
+                    progress(message, 0, 0)
+                else:
+                    print(message, file=sys.stderr, flush=True)
+
+            s = kwargs.get("settings") or get_settings()
+            with county_lock(engine, name, wait_s=s.lock_wait_s, on_wait=on_wait):
+                return fn(engine, *args, **kwargs)
+        return wrapper
+    return deco

@@ -61,6 +61,7 @@ class ImportReport:
         return int((self.rejects["severity"] == "warning").sum()) if len(self.rejects) else 0
 
 
+@db.county_locked("import")  # one import per county at a time: the second waits (issue 12)
 def import_bundle(engine: sa.Engine, path: str | Path, *, crs: str | None = None,
                   overrides: dict | None = None, progress=None,
                   settings: Settings | None = None) -> ImportReport:

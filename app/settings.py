@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     features_fgb_chunk_rows: int = 5000
     features_cache_entries: int = 4096
     pool_size: int = 8
+    #: Seconds a request waits for a free pooled connection before a 503 Busy (with Retry-After).
+    pool_timeout_s: float = 2.0
+    #: The county publishes land–enterprise links: callers without a key then see enterprise
+    #: identities (USCC, name) and links (roles, shares). Off by default (app/auth.py, FIELD_LEVELS).
+    publish_links: bool = False
+    #: Seconds a second import into the same county waits for the first (then it is refused).
+    lock_wait_s: float = 600.0
 
     #: Spatial pipeline tolerances (metres) and the small-piece threshold (亩).
     snap_tolerance_m: float = 30.0

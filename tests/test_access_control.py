@@ -17,7 +17,7 @@ from app.settings import Settings
 from tests.test_tiles import (T1, T2, client, county, features_in, identity, tile_of,  # noqa: F401
                               uscc_of)
 
-LEVEL = {"public": 1, "viewer": 2, "analyst": 3, "admin": 4}
+LEVEL = {"public": 1, "link": 2, "viewer": 2, "analyst": 3, "admin": 4}  # link = viewer (links unpublished)
 ROLES = [None, "public", "viewer", "analyst", "admin"]  # None = anonymous = settings.anonymous_role ('public')
 
 

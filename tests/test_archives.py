@@ -60,7 +60,9 @@ def test_parcel_archive_parent_and_attached_land(client, county):
 def test_figures_are_stripped_below_analyst(client, county):
     v = get(client, county, f"/parcels/{identity(1, 0)}", "viewer").json()
     last = v["ratings"][-1]
-    assert last["grade"] == "D" and last["score"] == 50.0 and "tax_per_mu" not in last
+    # a score is a figure (single-indicator list: score ÷ 亩均税收 is constant): analyst only (issue 12)
+    assert last["grade"] == "D" and "score" not in last and "tax_per_mu" not in last
+    assert "total" not in last["explanation"]
     ind = last["explanation"]["indicators"][0]
     assert ind["title"] == "亩均税收" and not {"value", "baseline", "points"} & set(ind)
     assert "explanation_text" not in last and "explanation_text" not in last["explanation"]
@@ -69,7 +71,8 @@ def test_figures_are_stripped_below_analyst(client, county):
     assert p["ratings"][-1]["grade"] == "D"
     assert not {"score", "explanation", "tax_per_mu"} & set(p["ratings"][-1])
     assert not {"owner_name", "owner_uscc", "history", "warnings", "metrics"} & set(p)
-    assert all("name" not in e and "method" not in e for e in p["enterprises"])
+    # no enterprise identity or link for anonymous callers (issue 12): only how many use the land
+    assert "enterprises" not in p and p["enterprise_count"] == 1
 
 
 def test_enterprise_archive(client, county):
@@ -90,8 +93,9 @@ def test_enterprise_archive(client, county):
     assert tenant["parcels"][0]["tenure"] == "leased" and tenant["land"]["land_class"] == "III"
     assert "electricity" not in tenant and "metrics" not in tenant
     assert "过渡期" in tenant["flags"]
-    pub = get(client, county, f"/enterprises/{us}").json()
-    assert "name" not in pub and "consecutive_d_years" not in pub and pub["ratings"][-1]["grade"] == "D"
+    pub = get(client, county, f"/enterprises/{us}", "public").json()  # a public key: no identities either
+    assert pub["code"] == "Forbidden" and "viewer" in pub["description"]
+    assert get(client, county, f"/enterprises/{us}").status_code == 401
 
 
 def test_unknown_codes_are_404_with_a_hint(client, county):
@@ -99,9 +103,9 @@ def test_unknown_codes_are_404_with_a_hint(client, county):
     assert r.status_code == 404 and "R-<宗地代码>" in r.json()["description"]
     r = get(client, county, f"/parcels/{parcel_code(0, 0)}")  # a 宗地代码, not an identity code
     assert r.status_code == 404 and identity(0, 0) in r.json()["description"]
-    r = get(client, county, "/enterprises/123")
+    r = get(client, county, "/enterprises/123", "viewer")
     assert r.status_code == 404 and "not a 统一社会信用代码" in r.json()["description"]
-    r = get(client, county, "/enterprises/91110000600037341L")
+    r = get(client, county, "/enterprises/91110000600037341L", "viewer")
     assert r.status_code == 404 and "91110000600037341L" in r.json()["description"]
 
 
@@ -133,7 +137,7 @@ def test_shown_runs_match_current_run_sql(county):
 def test_strip_figures_keeps_structure():
     e = {"total": 1, "indicators": [{"key": "k", "value": 1, "baseline": 2, "points": 3, "weight": 30}],
          "explanation_text": "x", "bonus": [{"name": "b", "points": 2}]}
-    assert strip_figures(e) == {"total": 1, "indicators": [{"key": "k", "weight": 30}],
+    assert strip_figures(e) == {"indicators": [{"key": "k", "weight": 30}],
                                 "bonus": [{"name": "b", "points": 2}]}
 
 

@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+import sqlalchemy as sa
+
+from app.auth import create_key
 from app.embedded import EmbeddedCluster
 from app.main import create_app
 
@@ -14,6 +17,10 @@ def test_healthz_reports_postgis_and_schema(db_url):
     with TestClient(create_app(database_url=db_url)) as client:
         r = client.get("/healthz")
         assert r.status_code == 200
+        assert r.json() == {"status": "ok", "database": "up", "pool": "ok"}  # details only for admins
+        with sa.create_engine(db_url).begin() as conn:
+            admin = create_key(conn, "hz", "admin")
+        r = client.get("/healthz", headers={"X-API-Key": admin})
         body = r.json()
         assert body["database"] == "up"
         assert body["postgis"].startswith("3.")
@@ -37,6 +44,9 @@ def test_healthz_goes_503_when_database_stops_and_recovers(own_cluster):
         assert down.status_code == 503
         assert down.json()["database"] == "down"
         assert "mujun db start" in down.json()["hint"]
+        # no driver error, host or port for anonymous callers (issue 12)
+        assert "error" not in down.json() and str(own_cluster.port) not in down.text
+        assert down.headers["retry-after"]
         own_cluster.start()
         up = client.get("/healthz")
         assert up.status_code == 200, up.text

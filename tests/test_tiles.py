@@ -305,9 +305,13 @@ def test_feature_ids_are_stable_and_unique_across_layers(client, county):
     b = features_in(get_layer(client, "parcels", z, x, y))
     assert {k: f["id"] for k, f in a.items()} == {k: f["id"] for k, f in b.items()}
     assert len({f["id"] for f in a.values()}) == len(a)
-    ents = features_in(get_layer(client, "enterprises", z, x, y))
+    ents = features_in(get_layer(client, "enterprises", z, x, y, who="viewer", county=county))
     assert ents and all(f["id"] == feature_id(u) for u, f in ents.items())
-    sub = get_layer(client, "sublots", 16, *tile_of(1, 1, 16))
+    # without a key, no identity (issue 12): no USCC, and an id that is not the USCC's hash
+    anon = decode(get_layer(client, "enterprises", z, x, y).content)["enterprises"]["features"]
+    assert len(anon) == len(ents) and not any("uscc" in f["properties"] or "name" in f["properties"] for f in anon)
+    assert not {f["id"] for f in anon} & {feature_id(u) for u in ents}
+    sub = get_layer(client, "sublots", 16, *tile_of(1, 1, 16), who="viewer", county=county)
     tile = decode(sub.content)["sublots"]
     ids = {f["properties"]["identity_code"] + "/" + f["properties"]["uscc"]: f["id"] for f in tile["features"]}
     assert ids == {f"{county.shared_parcel}/{u}": feature_id(f"{county.shared_parcel}/{u}")
@@ -319,7 +323,12 @@ def test_run_and_year_parameters(client, county):
     x, y = tile_of(3, 4, z)
     now = features_in(get_layer(client, "parcels", z, x, y))[identity(3, 4)]["properties"]
     old = features_in(get_layer(client, "parcels", z, x, y, year=2023))[identity(3, 4)]["properties"]
-    draft = features_in(get_layer(client, "parcels", z, x, y, run=county.runs["2024draft"]))[identity(3, 4)]
+    draft = features_in(get_layer(client, "parcels", z, x, y, run=county.runs["2024draft"], who="analyst",
+                                  county=county))[identity(3, 4)]
+    # drafts only for roles that review them (issue 12): not anonymous, public or viewer callers
+    for who in (None, "public", "viewer"):
+        assert get_layer(client, "parcels", z, x, y, run=county.runs["2024draft"], who=who,
+                         county=county).status_code == 404
     assert (now["grade"], old["grade"], draft["properties"]["grade"]) == ("D", "C", "A")
     assert old["run_id"] == county.runs["2023"]
     r = get_layer(client, "parcels", z, x, y, year=1999)

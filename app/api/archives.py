@@ -33,7 +33,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from app.api.common import data_version, etag_response, json_error, json_response
-from app.api.layers import SHOWN_RUNS_SQL
+from app.api.layers import shown_runs_sql
 from app.auth import Principal, principal
 from app.models import METRIC_COLUMNS
 from spatial.identifiers import uscc_status
@@ -63,7 +63,7 @@ _ATTACHED = """
 
 #: Enterprises on a piece of land, with their grade in the newest shown run.
 _PARCEL_LINKS = f"""
-    WITH shown AS ({SHOWN_RUNS_SQL} LIMIT 1)
+    WITH shown AS ({{shown}} LIMIT 1)
     SELECT l.uscc, e.name, e.township, l.role, l.method, l.confidence, l.distance_m, l.share,
            l.attributed_area_m2, l.attributed_area_mu, s.area_m2 AS sublot_area_m2,
            er.grade, er.colour, (SELECT year FROM shown) AS grade_year
@@ -76,7 +76,7 @@ _PARCEL_LINKS = f"""
     ORDER BY l.share DESC NULLS LAST, l.uscc"""
 
 _PARCEL_RATINGS = f"""
-    WITH shown AS ({SHOWN_RUNS_SQL})
+    WITH shown AS ({{shown}})
     SELECT s.year, s.id AS run_id, s.status AS run_status, s.scheme_name, s.scheme_version, r.*
     FROM shown s JOIN parcel_ratings r ON r.run_id = s.id AND r.identity_code = :code
     ORDER BY s.year"""
@@ -106,7 +106,7 @@ _ENTERPRISE_LAND = "SELECT * FROM enterprise_land WHERE uscc = :uscc"
 
 #: Land an enterprise uses, with the land's grade in the newest shown run.
 _ENTERPRISE_PARCELS = f"""
-    WITH shown AS ({SHOWN_RUNS_SQL} LIMIT 1)
+    WITH shown AS ({{shown}} LIMIT 1)
     SELECT p.identity_code, p.parcel_code, p.kind, p.township, p.area_mu AS parcel_area_mu,
            p.owner_uscc, l.role, l.method, l.confidence, l.distance_m, l.share,
            l.attributed_area_m2, l.attributed_area_mu, pr.grade, pr.colour, (SELECT year FROM shown) AS grade_year
@@ -117,7 +117,7 @@ _ENTERPRISE_PARCELS = f"""
     ORDER BY l.share DESC NULLS LAST, p.identity_code"""
 
 _ENTERPRISE_RATINGS = f"""
-    WITH shown AS ({SHOWN_RUNS_SQL})
+    WITH shown AS ({{shown}})
     SELECT s.year, s.id AS run_id, s.status AS run_status, s.scheme_name, s.scheme_version, r.*
     FROM shown s JOIN enterprise_ratings r ON r.run_id = s.id AND r.uscc = :uscc
     ORDER BY s.year"""
@@ -129,13 +129,15 @@ _ENTERPRISE_METRICS = "SELECT * FROM metrics WHERE uscc = :uscc ORDER BY year"
 #: Rating fields by the least role that sees them. Figures (tax, indicators) are analyst-only.
 _RATING_PUBLIC = ("year", "run_id", "run_status", "scheme_name", "scheme_version", "grade", "colour",
                   "industry_group", "evaluated", "idle")
-_RATING_VIEWER = ("list_name", "score", "rank", "percentile", "band_grade", "excluded_reason", "adjustments",
+_RATING_VIEWER = ("list_name", "rank", "percentile", "band_grade", "excluded_reason", "adjustments",
                   "warnings", "low_yield_years", "consecutive_d_years", "land_area_mu")
-_RATING_ANALYST = ("tax_per_mu", "indicators", "electricity_surcharge_yuan", "electricity_refund_yuan")
+_RATING_ANALYST = ("score", "tax_per_mu", "indicators", "electricity_surcharge_yuan", "electricity_refund_yuan")
 
 #: Keys of an explanation that carry an individual subject's figures (removed below analyst).
+#: Scores and totals are figures too: in a single-indicator list score ÷ 亩均税收 is one constant
+#: (app.auth.CONFIDENTIALITY), and ``capped`` with the scheme's cap bounds the value.
 _FIGURE_KEYS = {"value", "values", "baseline", "points", "coefficient", "raw", "explanation_text", "text",
-                "tax_per_mu", "tax", *METRIC_COLUMNS}
+                "tax_per_mu", "tax", "total", "score", "capped", *METRIC_COLUMNS}
 _KEEP_POINTS_IN = {"bonus", "penalty"}  # fixed scheme points of bonus/penalty items are not figures
 
 
@@ -144,7 +146,7 @@ def strip_figures(obj: Any, _parent: str = "") -> Any:
 
     >>> strip_figures({"total": 50, "indicators": [{"title": "亩均税收", "value": 2.0, "points": 4.0}],
     ...                "bonus": [{"name": "x", "points": 2}], "explanation_text": "…"})
-    {'total': 50, 'indicators': [{'title': '亩均税收'}], 'bonus': [{'name': 'x', 'points': 2}]}
+    {'indicators': [{'title': '亩均税收'}], 'bonus': [{'name': 'x', 'points': 2}]}
     """
     if isinstance(obj, dict):
         return {k: strip_figures(v, k) for k, v in obj.items()
@@ -261,14 +263,15 @@ def parcel_archive(request: Request, identity_code: str, who: Principal = Depend
             return _not_found("land with identity code", code, who, hint)
         p = dict(row._mapping)
         ename_region, erp = who.region_clause("coalesce(e.township, p.township)")
-        links = _rows(conn, _PARCEL_LINKS.format(region=ename_region), {"code": code, **erp})
+        shown = shown_runs_sql(who.sees_drafts)  # drafts only for callers who may review them
+        links = _rows(conn, _PARCEL_LINKS.format(region=ename_region, shown=shown), {"code": code, **erp})
         parent = None
         if p["parent_identity_code"]:
             pr = conn.execute(sa.text(_PARENT.format(region=region)),
                               {"parent": p["parent_identity_code"], **rp}).first()
             parent = dict(pr._mapping) if pr else None
         attached = _rows(conn, _ATTACHED.format(region=region), {"code": code, **rp})
-        ratings = _rows(conn, _PARCEL_RATINGS, {"code": code})
+        ratings = _rows(conn, _PARCEL_RATINGS.format(shown=shown), {"code": code})
         metrics = _rows(conn, _PARCEL_METRICS, {"code": code}) if who.sees_figures else None
         history = corrections = batch = None
         if who.sees_names:
@@ -285,24 +288,26 @@ def parcel_archive(request: Request, identity_code: str, who: Principal = Depend
         "geometry": _geojson(p["geometry"]), "point": _geojson(p["point"]),
         "bbox": [p["xmin"], p["ymin"], p["xmax"], p["ymax"]],
         "parent": parent,
-        "attached": [{k: v for k, v in a.items() if k != "user_uscc" or who.sees_names} for a in attached],
+        "attached": [{k: v for k, v in a.items() if k != "user_uscc" or who.sees_links} for a in attached],
     }
     enterprises = []
-    for link in links:
-        item = {"uscc": link["uscc"], "role": link["role"], "share": link["share"],
+    for link in links if who.sees_links else ():  # who uses the land: identities and links (app.auth)
+        item = {"uscc": link["uscc"], "name": link["name"], "role": link["role"], "share": link["share"],
                 "attributed_area_m2": link["attributed_area_m2"], "attributed_area_mu": link["attributed_area_mu"],
                 "grade": link["grade"], "colour": link["colour"], "grade_year": link["grade_year"]}
         if who.sees_names:
-            item |= {"name": link["name"], "township": link["township"], "method": link["method"],
+            item |= {"township": link["township"], "method": link["method"],
                      "confidence": link["confidence"], "distance_m": link["distance_m"],
                      "sublot_area_m2": link["sublot_area_m2"]}
         enterprises.append(item)
-    doc["enterprises"] = enterprises
-    doc["enterprise_count"] = len(enterprises)
+    if who.sees_links:
+        doc["enterprises"] = enterprises
+    doc["enterprise_count"] = len(links)
     doc["ratings"] = [shape_rating(r, who) for r in ratings]
+    if who.sees_links:
+        doc |= {"owner_uscc": p["owner_uscc"], "owner_name": p["owner_name"], "user_uscc": p["user_uscc"]}
     if who.sees_names:
-        doc |= {"owner_uscc": p["owner_uscc"], "owner_name": p["owner_name"], "user_uscc": p["user_uscc"],
-                "note": p["note"], "warnings": parcel_warnings(p, links, ratings),
+        doc |= {"note": p["note"], "warnings": parcel_warnings(p, links, ratings),
                 "history": {"updated_at": p["updated_at"].isoformat() if p["updated_at"] else None,
                             "import": batch, "corrections": corrections, "audit": history,
                             "grades": [{"year": r["year"], "grade": r["grade"], "run_id": r["run_id"]}
@@ -343,6 +348,10 @@ def enterprise_warnings(ent: dict, parcels: list[dict], land: dict | None, ratin
 @router.get("/enterprises/{uscc}", summary="一企一档: the archive of one enterprise")
 def enterprise_archive(request: Request, uscc: str, who: Principal = Depends(principal)):
     who.require("public")
+    if not who.sees_links:  # an enterprise archive is about an identity (app.auth.CONFIDENTIALITY)
+        return json_error(401 if who.key_id is None else 403, "Unauthorized" if who.key_id is None else "Forbidden",
+                          "一企一档 shows an enterprise by its identity (USCC), which needs a key with the 'viewer' "
+                          "role (send it as X-API-Key); the land's archive /parcels/{identity_code} needs none")
     code = uscc.strip().upper()
     engine: sa.Engine = request.app.state.engine
     with engine.connect() as conn:  # one transaction: the archive is one consistent snapshot
@@ -358,10 +367,11 @@ def enterprise_archive(request: Request, uscc: str, who: Principal = Depends(pri
             return _not_found("enterprise with USCC", code, who, hint)
         e = dict(row._mapping)
         pregion, prp = who.region_clause("p.township")
-        parcels = _rows(conn, _ENTERPRISE_PARCELS.format(region=pregion), {"uscc": code, **prp})
+        shown = shown_runs_sql(who.sees_drafts)  # drafts only for callers who may review them
+        parcels = _rows(conn, _ENTERPRISE_PARCELS.format(region=pregion, shown=shown), {"uscc": code, **prp})
         land = conn.execute(sa.text(_ENTERPRISE_LAND), {"uscc": code}).first()
         land = dict(land._mapping) if land else None
-        ratings = _rows(conn, _ENTERPRISE_RATINGS, {"uscc": code})
+        ratings = _rows(conn, _ENTERPRISE_RATINGS.format(shown=shown), {"uscc": code})
         metrics = _rows(conn, _ENTERPRISE_METRICS, {"uscc": code}) if who.sees_figures else None
         history = batch = corrections = None
         if who.sees_names:

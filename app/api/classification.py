@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from app.api.layers import current_run_sql
+from app.api.layers import current_run_sql, explicit_run_sql
 
 #: Fallback grade → (colour name, hex). Order is best → worst.
 DEFAULT_COLOURS: dict[str, tuple[str, str]] = {
@@ -109,20 +109,22 @@ def from_scheme(scheme: dict | None, source: str = "default") -> Classification:
     return Classification(tuple(classes), source=source)
 
 
-def for_run(conn: sa.Connection, run: int | None = None, year: int | None = None) -> tuple[Classification, int | None]:
-    """The classification of the run shown (explicit ``run`` id, else ``current_run_sql(year)``).
+def for_run(conn: sa.Connection, run: int | None = None, year: int | None = None,
+            drafts: bool = True) -> tuple[Classification, int | None]:
+    """The classification of the run shown (explicit ``run`` id, else ``current_run_sql(year)``);
+    draft runs only with ``drafts`` (callers who may review them).
 
     Returns ``(classification, run_id)``; ``run_id`` is ``None`` when no such run exists (then
     the default classification is returned and the caller decides whether that is an error).
     """
     if run is not None:
         row = conn.execute(sa.text(
-            "SELECT id, scheme, scheme_name, scheme_version FROM evaluation_runs WHERE id = :run"),
-            {"run": run}).first()
+            f"SELECT id, scheme, scheme_name, scheme_version FROM evaluation_runs "
+            f"WHERE id = ({explicit_run_sql('run', drafts)})"), {"run": run}).first()
     else:
         row = conn.execute(sa.text(
             f"SELECT id, scheme, scheme_name, scheme_version FROM evaluation_runs "
-            f"WHERE id = ({current_run_sql()})"), {"year": year}).first()
+            f"WHERE id = ({current_run_sql('year', drafts)})"), {"year": year}).first()
     if row is None:
         return from_scheme(None), None
     return from_scheme(row.scheme, f"scheme {row.scheme_name}@{row.scheme_version} (run {row.id})"), row.id

@@ -30,8 +30,10 @@ import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 
-from app.api.common import (GEOJSON, JSON, data_version, etag_response, json_error, json_response, wants)
-from app.api.layers import current_run_sql
+from app.api.common import (GEOJSON, JSON, RUN_QUERY, YEAR_QUERY, data_version, etag_response, json_error,
+                            json_response, wants)
+from app.api.layers import current_run_sql, explicit_run_sql
+from app.api.tiles import years_sql
 from app.auth import Principal, principal
 
 router = APIRouter(tags=["clusters"])
@@ -42,15 +44,16 @@ MAX_LIMIT = 5000
 # --------------------------------------------------------------------------- SQL
 
 
-def _run_sql(explicit: bool) -> str:
+def _run_sql(explicit: bool, drafts: bool = True) -> str:
     if explicit:
-        return "SELECT id FROM evaluation_runs WHERE id = CAST(:run AS bigint)"
-    return current_run_sql("year")
+        return explicit_run_sql("run", drafts)
+    return current_run_sql("year", drafts)
 
 
-def run_info_sql(explicit: bool) -> str:
+def run_info_sql(explicit: bool, drafts: bool = True) -> str:
+    """The run whose grades make the clusters (drafts only for callers who may review them)."""
     return f"""SELECT id, year, status, scheme_name, scheme_version, scheme -> 'grades' AS grades
-               FROM evaluation_runs WHERE id = ({_run_sql(explicit)})"""
+               FROM evaluation_runs WHERE id = ({_run_sql(explicit, drafts)})"""
 
 
 def clusters_sql(criteria: str, region_sql: str, township_sql: str) -> str:
@@ -103,7 +106,6 @@ FROM shaped
 ORDER BY area_mu DESC, id"""
 
 
-_YEARS_SQL = "SELECT DISTINCT year FROM evaluation_runs WHERE status IN ('published', 'draft') ORDER BY year"
 
 # --------------------------------------------------------------------------- endpoint
 
@@ -151,8 +153,8 @@ def get_clusters(
     target_tax_per_mu: float | None = Query(None, ge=0, description="亩均税收 a block should reach: the gain "
                                                                     "(万元/年) is (target − mean) × area"),
     township: str | None = Query(None, description="only this township's land"),
-    year: int | None = Query(None, description="year whose shown run gives the grades (default: newest)"),
-    run: int | None = Query(None, description="evaluation run id (instead of year)"),
+    year: int | None = YEAR_QUERY,
+    run: int | None = RUN_QUERY,
     limit: int = Query(500, ge=1, le=MAX_LIMIT, description="largest blocks first"),
     f: str | None = Query(None, description="json (default) or geojson"),
     who: Principal = Depends(principal),
@@ -169,9 +171,10 @@ def get_clusters(
         etag, headers, r304 = etag_response(request, data_version(conn), who)
         if r304:
             return r304
-        info = conn.execute(sa.text(run_info_sql(run is not None)), {"run": run, "year": year}).first()
+        info = conn.execute(sa.text(run_info_sql(run is not None, who.sees_drafts)),
+                            {"run": run, "year": year}).first()
         if info is None:
-            years = [r[0] for r in conn.execute(sa.text(_YEARS_SQL))]
+            years = [r[0] for r in conn.execute(sa.text(years_sql(who.sees_drafts)))]
             what = f"run {run}" if run is not None else (f"evaluation run for {year}" if year else "evaluation run")
             return json_error(404, "RunNotFound", f"there is no {what}; clusters need graded land. Years with a "
                                                   f"run: {', '.join(map(str, years)) or 'none (run `mujun evaluate`)'}")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import anyio
 import orjson
 import sqlalchemy as sa
-from fastapi import HTTPException, Request
-from fastapi.responses import Response
+from fastapi import HTTPException, Query, Request
+from fastapi.responses import Response, StreamingResponse
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
@@ -56,7 +57,8 @@ def data_version(conn: sa.Connection) -> int:
 
 def principal_scope(principal) -> str:
     """What a cache entry that depends on the caller keys on: role and region (never the key)."""
-    return f"{principal.role}|{principal.region or '*'}"
+    region = "*" if principal.region is None else f"={principal.region}"  # '' is not county-wide
+    return f"{principal.role}|{region}|{'links' if getattr(principal, 'publish_links', False) else ''}"
 
 
 def make_etag(version: int, request: Request, principal=None, extra: str = "") -> str:
@@ -134,3 +136,63 @@ def wants(request: Request, *media_types: str, param: str = "f") -> str | None:
             if mt == m or mt.split(";")[0] == base:
                 return m
     return None
+
+
+class DbStreamingResponse(StreamingResponse):
+    """A streamed body that holds a pooled database connection while — and only while — it is sent.
+
+    ``release`` (close the server-side cursor, return the connection) runs exactly once, in a
+    ``finally`` around the whole response: when the stream ends, when it fails, when the client
+    goes away mid-body (starlette cancels the send loop on ``http.disconnect``) and when the
+    body was never started. Without it a sync generator abandoned by a disconnect is only closed
+    by the garbage collector, and its connection stays ``idle in transaction`` until then. The
+    cleanup is shielded from the cancellation and runs in a worker thread (it talks to the
+    database); ``chunks`` is closed first so its own ``finally`` sees a consistent state.
+    """
+
+    def __init__(self, chunks, *, release, **kwargs):
+        self._chunks = chunks
+        self._release = release
+        self._released = False
+        super().__init__(chunks, **kwargs)
+
+    def _close(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        except Exception:  # noqa: BLE001 - the connection must be released whatever the generator says
+            pass
+        finally:
+            self._release()
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._close)
+
+
+def releaser(*resources):
+    """``release`` for :class:`DbStreamingResponse`: close each resource (cursor, connection), once,
+    ignoring errors of a connection that already broke."""
+
+    def release() -> None:
+        for r in resources:
+            try:
+                r.close()
+            except Exception:  # noqa: BLE001 - a broken connection is invalidated by the pool anyway
+                pass
+
+    return release
+
+
+# Query parameters shared by every endpoint that takes a run or a year: bounded, so a value
+# beyond int32/int64 is a 400 naming the parameter (not a database error).
+RUN_QUERY = Query(None, ge=1, le=2 ** 63 - 1, description="evaluation run id (default: the run shown for year); "
+                  "draft runs only for analyst and admin keys")
+YEAR_QUERY = Query(None, ge=1900, le=2200, description="evaluation year (default: the newest)")

@@ -39,10 +39,10 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from app import auth
-from app.api import cql2
+from app.api import cql2, errors
 from app.api import sql as fsql
-from app.api.common import (FLATGEOBUF, GEOJSON, JSON, OPENAPI_JSON, ApiError, base_url, data_version,
-                            etag_response, json_error, json_response, wants)
+from app.api.common import (FLATGEOBUF, GEOJSON, JSON, OPENAPI_JSON, ApiError, DbStreamingResponse, base_url,
+                            data_version, etag_response, json_response, releaser, wants)
 from app.api.layers import LAYERS, Layer
 from app.api.styles import style_links
 
@@ -122,29 +122,13 @@ def _api(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except ApiError as e:
-            return json_error(e.status_code, e.code, e.description, e.headers)
-        except HTTPException as e:  # from app.auth: unknown key, role too low
-            code = {401: "Unauthorized", 403: "Forbidden"}.get(e.status_code, "Error")
-            return json_error(e.status_code, code, str(e.detail), e.headers)
-        except sa.exc.DBAPIError as e:
-            return _db_error(e)
+        except (HTTPException, sa.exc.SQLAlchemyError) as e:
+            r = errors.error_response(e)  # the one mapping (app.api.errors)
+            if r is None:
+                raise
+            return r
 
     return wrapper
-
-
-def _db_error(e: sa.exc.DBAPIError) -> Response:
-    name = type(e.orig).__name__ if e.orig is not None else ""
-    first = str(e.orig or e).splitlines()[0] if (e.orig or e) else ""
-    if name == "QueryCanceled":
-        return json_error(503, "Timeout", "the query took longer than the statement timeout; "
-                          "narrow it with bbox, filter or a smaller limit")
-    if isinstance(e, sa.exc.DataError) or name in ("InvalidParameterValue", "DataException"):
-        return json_error(400, "InvalidParameterValue", f"the database rejected a value: {first}")
-    if isinstance(e, sa.exc.OperationalError):
-        return json_error(503, "DatabaseUnavailable", "the database is not reachable; if you run the "
-                          "embedded database, start it with `mujun db start`, otherwise check DATABASE_URL")
-    return json_error(500, "ServerError", f"database error: {first}")
 
 
 def _bad(msg: str, code: str = "InvalidParameterValue") -> ApiError:
@@ -159,11 +143,19 @@ def _who(request: Request) -> auth.Principal:
     return p
 
 
-def _layer(collection_id: str) -> Layer:
+def _layer(collection_id: str, who: auth.Principal | None = None) -> Layer:
+    """The collection, if the caller may open it: enterprise collections are keyed by USCC, an
+    identity (``Layer.id_level``), so callers who do not see links get 401/403 for them."""
     layer = LAYERS.get(collection_id)
     if layer is None:
         raise ApiError(404, "NotFound", f"no collection {collection_id!r}; collections: "
                        + ", ".join(LAYERS))
+    if who is not None and not who.at_least(layer.id_level):
+        anonymous = who.key_id is None
+        raise ApiError(401 if anonymous else 403, "Unauthorized" if anonymous else "Forbidden",
+                       f"collection '{layer.id}' lists enterprises by their identity (USCC), which needs a key "
+                       "with the 'viewer' role (send it as X-API-Key); without one, its grades are on the map "
+                       f"tiles (/tiles/{layer.id}/{{z}}/{{x}}/{{y}}.pbf) without identities")
     return layer
 
 
@@ -316,7 +308,7 @@ def collections(request: Request):
         if r304:
             return r304
         docs = [_collection_doc(request, layer, _extent(request, conn, version, layer, who))
-                for layer in LAYERS.values()]
+                for layer in LAYERS.values() if who.at_least(layer.id_level)]
     b = base_url(request)
     return json_response({
         "links": [_link(f"{b}/collections", "self", JSON)],
@@ -328,8 +320,8 @@ def collections(request: Request):
 @router.get("/collections/{collection_id}", summary="One collection")
 @_api
 def collection(request: Request, collection_id: str):
-    layer = _layer(collection_id)
     who = _who(request)
+    layer = _layer(collection_id, who)
     with _engine(request).connect() as conn:
         version = data_version(conn)
         _etag, headers, r304 = etag_response(request, version, who)
@@ -369,16 +361,16 @@ def _json_schema(request: Request, layer: Layer, who, *, queryables: bool) -> di
 @router.get("/collections/{collection_id}/queryables", summary="Queryables (JSON Schema)")
 @_api
 def queryables(request: Request, collection_id: str):
-    layer = _layer(collection_id)
     who = _who(request)
+    layer = _layer(collection_id, who)
     return json_response(_json_schema(request, layer, who, queryables=True), media_type=SCHEMA_JSON)
 
 
 @router.get("/collections/{collection_id}/schema", summary="Declared property schema (JSON Schema)")
 @_api
 def schema(request: Request, collection_id: str):
-    layer = _layer(collection_id)
     who = _who(request)
+    layer = _layer(collection_id, who)
     return json_response(_json_schema(request, layer, who, queryables=False), media_type=SCHEMA_JSON)
 
 
@@ -411,18 +403,19 @@ def _check_params(request: Request, layer: Layer, visible, allowed: tuple[str, .
                    f"or a queryable: {', '.join(p.name for p in visible if p.filterable)}")
 
 
-def _run_id(request: Request, conn: sa.Connection, version: int) -> int | None:
-    run = _int_param(request, "run", 1)
+def _run_id(request: Request, conn: sa.Connection, version: int, who) -> int | None:
+    run = _int_param(request, "run", 1, errors.INT64_MAX)
     year = _int_param(request, "year", 1900, 2200)
-    key = ("run", version, run, year)
+    drafts = who.sees_drafts
+    key = ("run", version, run, year, drafts)
     cache = _cache(request)
     hit = cache.get(key)
     if hit is not None:
         return hit[0]
-    sql, params = fsql.run_sql(run, year)
+    sql, params = fsql.run_sql(run, year, drafts)
     rid = conn.execute(sa.text(sql), params).scalar()
     if rid is None and (run is not None or year is not None):
-        runs = conn.execute(sa.text(fsql.runs_list_sql())).all()
+        runs = conn.execute(sa.text(fsql.runs_list_sql(drafts))).all()
         listing = ", ".join(f"{r.id} ({r.year}, {r.status})" for r in runs) or "none yet"
         what = f"run={run}" if run is not None else f"year={year}"
         raise ApiError(404, "NotFound", f"no evaluation run for {what}; runs: {listing}")
@@ -439,7 +432,7 @@ def _query(request: Request, conn: sa.Connection, version: int, layer: Layer, wh
     f = (qp.get("f") or "").lower()
     if f not in ("", "json", "geojson", "application/geo+json", "application/json"):
         raise _bad(f"f={f!r} is not offered here; use f=json (GeoJSON)")
-    q = fsql.new_query(layer, who, _run_id(request, conn, version))
+    q = fsql.new_query(layer, who, _run_id(request, conn, version, who))
     try:
         if qp.get("crs"):
             q.crs = fsql.parse_crs(qp["crs"], "crs")
@@ -456,6 +449,8 @@ def _query(request: Request, conn: sa.Connection, version: int, layer: Layer, wh
             fsql.add_bbox(q, _bbox(qp["bbox"], bbox_crs), bbox_crs)
         elif qp.get("bbox-crs"):
             fsql.parse_crs(qp["bbox-crs"], "bbox-crs")
+        if "filter-lang" in qp and qp["filter-lang"].lower() not in ("cql2-text", "cql2-json"):
+            raise _bad(f"filter-lang={qp['filter-lang']!r} is not supported; use cql2-text or cql2-json")
         if qp.get("filter"):
             filter_crs = fsql.parse_crs(qp["filter-crs"], "filter-crs") if qp.get("filter-crs") else fsql.CRS84
             fsql.add_cql2(q, _parse_filter(qp["filter"], qp.get("filter-lang")), filter_crs)
@@ -486,11 +481,28 @@ def _bbox(raw: str, crs: fsql.Crs) -> list[float]:
         if not (-90 <= lat[0] <= 90 and -90 <= lat[1] <= 90 and -180 <= lon[0] <= 180 and -180 <= lon[1] <= 180):
             order = "lat,lon" if crs.swap else "lon,lat"
             raise _bad(f"bbox {raw!r} is outside the valid range for {crs.authid} (axis order {order})")
+    else:
+        _check_gk_domain(raw, vals, crs)
     return vals
 
 
+def _check_gk_domain(raw: str, vals: list[float], crs: fsql.Crs) -> None:
+    """A Gauss-Krüger box must lie in its zone: easting within 1000 km of the zone's false easting
+    (500 000 m, plus zone × 1 000 000 for EPSG:4513–4533), northing within ±10 000 km. Outside,
+    PROJ fails ("Point outside of projection domain"): a 400 that says so, not a database error."""
+    zone_prefixed = 4513 <= crs.srid <= 4533
+    false_easting = 500000.0 + ((crs.srid - 4513 + 25) * 1_000_000 if zone_prefixed else 0)
+    n = (vals[0], vals[2]) if crs.swap else (vals[1], vals[3])
+    e = (vals[1], vals[3]) if crs.swap else (vals[0], vals[2])
+    if not (all(abs(x - false_easting) <= 1_000_000 for x in e) and all(abs(y) <= 10_000_000 for y in n)):
+        order = "northing,easting" if crs.swap else "easting,northing"
+        raise _bad(f"bbox {raw!r} lies outside the domain of {crs.authid} (axis order {order}; easting "
+                   f"{false_easting - 1_000_000:.0f} … {false_easting + 1_000_000:.0f} m): give the box in that "
+                   "zone's coordinates, or use bbox-crs of the zone the land lies in")
+
+
 def _parse_filter(text: str, lang: str | None) -> cql2.Node:
-    lang = (lang or "cql2-text").lower()
+    lang = "cql2-text" if lang is None else lang.lower()  # filter-lang= (empty) is not a language
     try:
         if lang == "cql2-text":
             return cql2.parse_text(text)
@@ -553,13 +565,14 @@ def _stream(chunks, level: int):
     yield z.flush()
 
 
-def _streaming(request: Request, chunks, media_type: str, headers: dict) -> StreamingResponse:
+def _streaming(request: Request, chunks, media_type: str, headers: dict, release) -> StreamingResponse:
+    """The streamed body; ``release`` returns its connection when it ends or the client leaves."""
     level = _gzip(request)
     h = dict(headers)
     if level:
         h["Content-Encoding"] = "gzip"
     h["Vary"] = "Accept, Accept-Encoding, X-API-Key, Authorization"
-    return StreamingResponse(_stream(chunks, level), media_type=media_type, headers=h)
+    return DbStreamingResponse(_stream(chunks, level), release=release, media_type=media_type, headers=h)
 
 
 def _open_stream(conn: sa.Connection, sql: str, params: dict, rows: int):
@@ -593,8 +606,8 @@ def items(request: Request, collection_id: str,
 
 
 def _items_response(request: Request, collection_id: str):
-    layer = _layer(collection_id)
     who = _who(request)
+    layer = _layer(collection_id, who)
     s = _settings(request)
     limit = _int_param(request, "limit", 1, s.max_limit)
     if limit is None:
@@ -655,7 +668,7 @@ def _items_response(request: Request, collection_id: str):
             result.close()
             conn.close()
 
-    return _streaming(request, body(), GEOJSON, headers)
+    return _streaming(request, body(), GEOJSON, headers, releaser(result, conn))
 
 
 def _page_links(request: Request, layer: Layer, last_k: str | None, limit: int) -> list[dict]:
@@ -687,8 +700,8 @@ def export_geojson(request: Request, collection_id: str):
 
 
 def _export_geojson(request: Request, collection_id: str, skip: tuple[str, ...] = ()):
-    layer = _layer(collection_id)
     who = _who(request)
+    layer = _layer(collection_id, who)
     s = _settings(request)
     conn = _engine(request).connect()
     try:
@@ -725,7 +738,7 @@ def _export_geojson(request: Request, collection_id: str, skip: tuple[str, ...] 
             result.close()
             conn.close()
 
-    return _streaming(request, body(), GEOJSON, headers)
+    return _streaming(request, body(), GEOJSON, headers, releaser(result, conn))
 
 
 @router.get("/collections/{collection_id}/export.fgb", summary="Whole layer as FlatGeobuf (streamed)",
@@ -735,8 +748,8 @@ def export_fgb(request: Request, collection_id: str):
     """FlatGeobuf made by PostGIS (``ST_AsFlatGeobuf``) in key-ordered chunks: the first chunk
     whole, then only the features of the others (they share the header), so memory stays flat
     whatever the layer's size. No spatial index (that would need all features first)."""
-    layer = _layer(collection_id)
     who = _who(request)
+    layer = _layer(collection_id, who)
     s = _settings(request)
     conn = _engine(request).connect()
     try:
@@ -777,7 +790,7 @@ def export_fgb(request: Request, collection_id: str):
         finally:
             conn.close()
 
-    return _streaming(request, body(), FLATGEOBUF, headers)
+    return _streaming(request, body(), FLATGEOBUF, headers, releaser(conn))
 
 
 # ----------------------------------------------------------------------------- one item
@@ -787,8 +800,8 @@ def export_fgb(request: Request, collection_id: str):
 @_api
 def item(request: Request, collection_id: str, feature_id: str,
          crs: str | None = Query(None), properties: str | None = Query(None)):
-    layer = _layer(collection_id)
     who = _who(request)
+    layer = _layer(collection_id, who)
     with _engine(request).connect() as conn:
         version = data_version(conn)
         _etag, eheaders, r304 = etag_response(request, version, who)

@@ -20,7 +20,7 @@ class Prop:
     name: str
     sql: str
     type: str  # JSON Schema type: string | number | integer | boolean
-    level: str = "public"  # the least role that sees it: public | viewer | analyst
+    level: str = "public"  # the least level that sees it: public | link | viewer | analyst (app.auth)
     title: str = ""
     filterable: bool = False  # usable as a query parameter / in CQL2 and as a queryable
 
@@ -40,6 +40,9 @@ class Layer:
     key_sql: str = ""
     #: Rows the layer shows beyond its join (e.g. de-facto land is the non-registered land).
     where_sql: str = "TRUE"
+    #: The least level whose callers may learn the feature id (enterprise layers are keyed by
+    #: USCC: an identity, ``link`` level — see app.auth.CONFIDENTIALITY).
+    id_level: str = "public"
 
     def prop(self, name: str) -> Prop:
         for p in self.properties:
@@ -52,22 +55,40 @@ class Layer:
         return [p for p in self.properties if role_sees(p.level)]
 
 
-#: The run shown for each year — the one rule maps, archives and multi-year history share:
-#: the latest published run of the year, else its latest finished draft. Newest year first.
-SHOWN_RUNS_SQL = """
+def shown_runs_sql(drafts: bool = True) -> str:
+    """The run shown for each year — the one rule maps, archives and multi-year history share:
+    the latest published run of the year, else (for callers who may review drafts, ``drafts``)
+    its latest finished draft. Newest year first."""
+    statuses = "('published', 'draft')" if drafts else "('published')"
+    return f"""
     SELECT DISTINCT ON (year) id, year, status, scheme_name, scheme_version
     FROM evaluation_runs
-    WHERE status IN ('published', 'draft')
+    WHERE status IN {statuses}
     ORDER BY year DESC, (status = 'published') DESC, id DESC"""
 
 
-def current_run_sql(year_param: str = "year") -> str:
-    """The run shown for one year (:data:`SHOWN_RUNS_SQL`); with ``:year`` NULL, the newest year's."""
+#: :func:`shown_runs_sql` for reviewers (drafts included); the CLI and pipeline use this.
+SHOWN_RUNS_SQL = shown_runs_sql(True)
+
+
+def run_statuses(drafts: bool) -> str:
+    """Statuses a caller may open with an explicit ``run=`` id (drafts only for reviewers)."""
+    return "('published', 'draft', 'superseded')" if drafts else "('published', 'superseded')"
+
+
+def current_run_sql(year_param: str = "year", drafts: bool = True) -> str:
+    """The run shown for one year (:func:`shown_runs_sql`); with ``:year`` NULL, the newest year's."""
     return f"""
-        SELECT id FROM ({SHOWN_RUNS_SQL}) shown
+        SELECT id FROM ({shown_runs_sql(drafts)}) shown
         WHERE CAST(:{year_param} AS integer) IS NULL OR year = CAST(:{year_param} AS integer)
         ORDER BY year DESC
         LIMIT 1"""
+
+
+def explicit_run_sql(run_param: str = "run", drafts: bool = True) -> str:
+    """The run ``:run`` if it exists and the caller may open it (drafts only for reviewers)."""
+    return (f"SELECT id FROM evaluation_runs WHERE id = CAST(:{run_param} AS bigint) "
+            f"AND status IN {run_statuses(drafts)}")
 
 
 _RATING_PROPS = (
@@ -76,7 +97,8 @@ _RATING_PROPS = (
     Prop("colour", "r.colour", "string", title="预警颜色", filterable=True),
     Prop("industry_group", "r.industry_group", "string", title="行业组", filterable=True),
     Prop("list_name", "r.list_name", "string", "viewer", "评价名单", filterable=True),
-    Prop("score", "r.score", "number", "viewer", "综合得分"),
+    # A score is a figure: in a single-indicator list score ÷ 亩均税收 is constant (app.auth).
+    Prop("score", "r.score", "number", "analyst", "综合得分"),
     Prop("rank", "r.rank", "integer", "viewer", "排名"),
     Prop("percentile", "r.percentile", "number", "viewer", "排名百分位"),
     Prop("tax_per_mu", "r.tax_per_mu", "number", "analyst", "亩均税收(万元/亩)", filterable=True),
@@ -102,8 +124,8 @@ PARCELS = Layer(
         Prop("area_mu", "round(p.area_mu * 1000) / 1000", "number", title="面积(亩)", filterable=True),
         Prop("idle", "coalesce(r.idle, false)", "boolean", title="闲置", filterable=True),
         *_RATING_PROPS,
-        Prop("owner_uscc", "p.owner_uscc", "string", "viewer", "权利人统一社会信用代码", filterable=True),
-        Prop("owner_name", "p.owner_name", "string", "viewer", "权利人"),
+        Prop("owner_uscc", "p.owner_uscc", "string", "link", "权利人统一社会信用代码", filterable=True),
+        Prop("owner_name", "p.owner_name", "string", "link", "权利人"),
         Prop("low_yield_years", "r.low_yield_years", "integer", "viewer", "连续低效年数"),
     ),
 )
@@ -128,7 +150,7 @@ DEFACTO = Layer(
         Prop("area_mu", "round(p.area_mu * 1000) / 1000", "number", title="面积(亩)"),
         Prop("grade", "r.grade", "string", title="等级", filterable=True),
         Prop("colour", "r.colour", "string", title="预警颜色", filterable=True),
-        Prop("user_uscc", "p.user_uscc", "string", "viewer", "使用企业统一社会信用代码"),
+        Prop("user_uscc", "p.user_uscc", "string", "link", "使用企业统一社会信用代码"),
     ),
 )
 
@@ -144,16 +166,17 @@ ENTERPRISES = Layer(
     geometry_type="Point",
     key_sql="e.uscc",
     where_sql="e.geom IS NOT NULL",
+    id_level="link",
     properties=(
-        # USCC is a public registry identifier (printed on every business licence).
-        Prop("uscc", "e.uscc", "string", title="统一社会信用代码", filterable=True),
+        # Which enterprise sits where is an identity (app.auth.CONFIDENTIALITY): link level.
+        Prop("uscc", "e.uscc", "string", "link", "统一社会信用代码", filterable=True),
         Prop("industry_code", "e.industry_code", "string", title="行业代码", filterable=True),
         Prop("scale", "e.scale", "string", title="规模", filterable=True),
         Prop("township", "e.township", "string", title="镇街", filterable=True),
         *_RATING_PROPS,
-        Prop("name", "e.name", "string", "viewer", "企业名称", filterable=True),
-        Prop("land_class", "el.land_class", "string", "viewer", "用地类别", filterable=True),
-        Prop("land_area_mu", "round(el.land_area_mu * 1000) / 1000", "number", "viewer", "用地面积(亩)"),
+        Prop("name", "e.name", "string", "link", "企业名称", filterable=True),
+        Prop("land_class", "el.land_class", "string", "link", "用地类别", filterable=True),
+        Prop("land_area_mu", "round(el.land_area_mu * 1000) / 1000", "number", "link", "用地面积(亩)"),
         Prop("consecutive_d_years", "r.consecutive_d_years", "integer", "viewer", "连续D档年数"),
         Prop("electricity_surcharge_yuan", "r.electricity_surcharge_yuan", "number", "analyst", "差别电价(元)"),
     ),
@@ -171,15 +194,16 @@ SUBLOTS = Layer(
     township_sql="p.township",
     geometry_type="MultiPolygon",
     key_sql="(s.identity_code || '/' || s.uscc)",
+    id_level="link",
     properties=(
         Prop("identity_code", "s.identity_code", "string", title="宗地身份码", filterable=True),
-        Prop("uscc", "s.uscc", "string", title="统一社会信用代码", filterable=True),
+        Prop("uscc", "s.uscc", "string", "link", "统一社会信用代码", filterable=True),
         Prop("township", "p.township", "string", title="镇街", filterable=True),
-        Prop("share", "round(s.share * 10000) / 10000", "number", title="面积占比"),
+        Prop("share", "round(s.share * 10000) / 10000", "number", "link", "面积占比"),
         Prop("area_mu", "round(s.area_m2 * 15 / 10) / 1000", "number", title="面积(亩)"),
         Prop("grade", "r.grade", "string", title="企业等级", filterable=True),
         Prop("colour", "r.colour", "string", title="预警颜色", filterable=True),
-        Prop("name", "e.name", "string", "viewer", "企业名称"),
+        Prop("name", "e.name", "string", "link", "企业名称"),
     ),
 )
 

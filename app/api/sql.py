@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from app.api import cql2
-from app.api.layers import Layer, Prop, current_run_sql
+from app.api.layers import Layer, Prop, current_run_sql, explicit_run_sql, run_statuses
 
 STORAGE_SRID = 4490
 OGC_CRS = "http://www.opengis.net/def/crs"
@@ -541,14 +541,13 @@ def extent_sql(layer: Layer, principal) -> tuple[str, dict]:
             f"FROM {layer.from_sql} WHERE ({layer.where_sql}) AND ({region_sql})) s", params)
 
 
-def run_sql(run: int | None, year: int | None) -> tuple[str, dict]:
-    """The evaluation run shown: ``run`` if given, else the current one for ``year``."""
+def run_sql(run: int | None, year: int | None, drafts: bool = True) -> tuple[str, dict]:
+    """The evaluation run shown: ``run`` if given, else the current one for ``year``; draft runs
+    only when ``drafts`` (callers who may review them, ``Principal.sees_drafts``)."""
     if run is not None:
-        return ("SELECT id FROM evaluation_runs WHERE id = CAST(:run AS bigint) "
-                "AND status IN ('published', 'draft', 'superseded')", {"run": run})
-    return current_run_sql("year"), {"year": year}
+        return explicit_run_sql("run", drafts), {"run": run}
+    return current_run_sql("year", drafts), {"year": year}
 
 
-def runs_list_sql() -> str:
-    return ("SELECT id, year, status FROM evaluation_runs "
-            "WHERE status IN ('published', 'draft', 'superseded') ORDER BY year, id")
+def runs_list_sql(drafts: bool = True) -> str:
+    return f"SELECT id, year, status FROM evaluation_runs WHERE status IN {run_statuses(drafts)} ORDER BY year, id"

@@ -34,7 +34,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from app.api.classification import Classification, for_run
-from app.api.common import base_url, data_version, etag_response, json_error, json_response
+from app.api.common import RUN_QUERY, YEAR_QUERY, base_url, data_version, etag_response, json_error, json_response
 from app.api.layers import LAYERS, Layer
 from app.auth import Principal, principal
 
@@ -208,7 +208,7 @@ def _resolve(request: Request, layer_id: str, run: int | None, year: int | None,
                                          cache_control="public, max-age=60" if who.key_id is None else "private, max-age=60")
         if r304:
             return layer, None, None, headers, r304
-        cls, run_id = for_run(conn, run, year)
+        cls, run_id = for_run(conn, run, year, who.sees_drafts)
     if run_id is None and (run is not None or year is not None):
         what = f"run {run}" if run is not None else f"evaluation run for year {year}"
         return layer, None, None, headers, json_error(
@@ -227,8 +227,8 @@ def _download(name: str) -> dict:
     return {"Content-Disposition": f'inline; filename="{name}"'}
 
 
-_RUN = Query(None, description="evaluation run whose scheme gives the colours")
-_YEAR = Query(None, description="year whose shown run gives the colours (default: newest)")
+_RUN = RUN_QUERY
+_YEAR = YEAR_QUERY
 
 
 @router.get("/styles", summary="Styles of every layer (MapLibre, QGIS QML, SLD)")

@@ -35,8 +35,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from app.api.common import MVT, base_url, data_version, etag_response, json_error, json_response
-from app.api.layers import LAYERS, Layer, current_run_sql
+from app.api.common import (MVT, RUN_QUERY, YEAR_QUERY, base_url, data_version, etag_response, json_error,
+                            json_response)
+from app.api.layers import LAYERS, Layer, current_run_sql, explicit_run_sql
 from app.auth import Principal, principal
 
 router = APIRouter(tags=["tiles"])
@@ -71,11 +72,12 @@ def _fid_sql(id_sql: str) -> str:
     return f"('x' || substr(md5({id_sql}), 1, 13))::bit(52)::bigint"
 
 
-def _run_cte(explicit_run: bool) -> str:
-    """The run shown: an explicit ``:run`` id, or ``current_run_sql`` for ``:year``."""
+def _run_cte(explicit_run: bool, drafts: bool = True) -> str:
+    """The run shown: an explicit ``:run`` id, or ``current_run_sql`` for ``:year`` (drafts only
+    for callers who may review them)."""
     if explicit_run:
-        return "SELECT id FROM evaluation_runs WHERE id = CAST(:run AS bigint)"
-    return current_run_sql("year")
+        return explicit_run_sql("run", drafts)
+    return current_run_sql("year", drafts)
 
 
 def _bind_run(sql: str) -> str:
@@ -87,10 +89,13 @@ def _is_polygon(layer: Layer) -> bool:
     return "Polygon" in layer.geometry_type
 
 
-def tile_sql(layer: Layer, props: list, z: int, *, explicit_run: bool, region_sql: str) -> str:
+def tile_sql(layer: Layer, props: list, z: int, *, explicit_run: bool, region_sql: str,
+             drafts: bool = True, ids: bool = True) -> str:
     """The one statement that builds a tile: ``(dv, run_id, mvt)``.
 
-    Binds: ``:z :x :y :margin :tol :min_area :run|:year`` and the region's parameter.
+    Binds: ``:z :x :y :margin :tol :min_area :run|:year`` and the region's parameter. Without
+    ``ids`` (callers who may not learn an enterprise's identity, ``Layer.id_level``) the feature
+    id is a hash of the geometry instead of the USCC's.
     """
     g = layer.geom_sql
     g3857 = f"ST_Transform({g}, 3857)"
@@ -101,10 +106,10 @@ def tile_sql(layer: Layer, props: list, z: int, *, explicit_run: bool, region_sq
         area_filter = f"ST_Area({g}) >= :min_area"
     columns = ",\n               ".join(f'{p.sql} AS "{p.name}"' for p in props)
     return f"""
-WITH run AS ({_run_cte(explicit_run)}),
+WITH run AS ({_run_cte(explicit_run, drafts)}),
 tile AS (
     SELECT ST_AsMVTGeom({g3857}, ST_TileEnvelope(:z, :x, :y), {EXTENT}, {BUFFER}, true) AS geom,
-           {_fid_sql(layer.id_sql)} AS fid{"," if columns else ""}
+           {_fid_sql(layer.id_sql if ids else f"encode(ST_AsBinary({g}), 'hex')")} AS fid{"," if columns else ""}
            {columns}
     FROM {_bind_run(layer.from_sql)}
     WHERE {g} && ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => :margin), 4490)
@@ -124,16 +129,22 @@ e AS (SELECT ST_Extent({layer.geom_sql}) AS b FROM {_bind_run(layer.from_sql)}
 SELECT ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b) FROM e"""
 
 
-_YEARS_SQL = "SELECT DISTINCT year FROM evaluation_runs WHERE status IN ('published', 'draft') ORDER BY year"
+def years_sql(drafts: bool) -> str:
+    """Years with a run the caller may see (a draft-only year is not listed to non-reviewers)."""
+    statuses = "('published', 'draft')" if drafts else "('published')"
+    return f"SELECT DISTINCT year FROM evaluation_runs WHERE status IN {statuses} ORDER BY year"
 
 
 @lru_cache(maxsize=256)
-def _tile_statement(layer_id: str, role: str, simplify: bool, explicit_run: bool, region_sql: str) -> sa.TextClause:
-    """The parsed statement, built once per (layer, role, simplification, run mode, region clause)."""
+def _tile_statement(layer_id: str, role: str, links: bool, simplify: bool, explicit_run: bool,
+                    region_sql: str) -> sa.TextClause:
+    """The parsed statement, built once per (layer, role, links published, simplification, run
+    mode, region clause)."""
     lay = LAYERS[layer_id]
     z = 0 if simplify else SIMPLIFY_BELOW_Z
-    return sa.text(tile_sql(lay, visible_props(lay, Principal(role)), z, explicit_run=explicit_run,
-                            region_sql=region_sql))
+    who = Principal(role, publish_links=links)
+    return sa.text(tile_sql(lay, visible_props(lay, who), z, explicit_run=explicit_run, region_sql=region_sql,
+                            drafts=who.sees_drafts, ids=who.at_least(lay.id_level)))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -152,8 +163,8 @@ def unknown_layer(layer_id: str) -> Response:
                                        "(e.g. /tiles/parcels/{z}/{x}/{y}.pbf, TileJSON at /tiles/parcels.json)")
 
 
-def run_not_found(conn: sa.Connection, run: int | None, year: int | None) -> Response:
-    years = [r[0] for r in conn.execute(sa.text(_YEARS_SQL))]
+def run_not_found(conn: sa.Connection, run: int | None, year: int | None, drafts: bool = False) -> Response:
+    years = [r[0] for r in conn.execute(sa.text(years_sql(drafts)))]
     what = f"run {run}" if run is not None else f"an evaluation run for year {year}"
     return json_error(404, "RunNotFound", f"there is no {what}; years with a run: "
                       f"{', '.join(map(str, years)) or 'none yet (run `mujun evaluate`)'}. "
@@ -180,8 +191,7 @@ def _bad_param(msg: str) -> Response:
             responses={200: {"content": {MVT: {}}}, 204: {"description": "empty tile"}})
 def get_tile(request: Request, layer: str, z: int = Path(ge=0, le=MAX_Z), x: int = Path(ge=0),
              y: int = Path(ge=0),
-             run: int | None = Query(None, description="evaluation run id (default: the run shown for year)"),
-             year: int | None = Query(None, description="year whose shown run gives the grades (default: newest)"),
+             run: int | None = RUN_QUERY, year: int | None = YEAR_QUERY,
              who: Principal = Depends(principal)):
     who.require("public")
     lay = LAYERS.get(layer)
@@ -204,10 +214,11 @@ def get_tile(request: Request, layer: str, z: int = Path(ge=0, le=MAX_Z), x: int
             return Response(status_code=204, headers=headers)
         region_sql, params = who.region_clause(lay.township_sql)
         params |= {"z": z, "x": x, "y": y, "run": run, "year": year, **tile_params(z)}
-        stmt = _tile_statement(lay.id, who.role, z < SIMPLIFY_BELOW_Z, run is not None, region_sql)
+        stmt = _tile_statement(lay.id, who.role, who.publish_links, z < SIMPLIFY_BELOW_Z, run is not None,
+                               region_sql)
         row = conn.execute(stmt, params).one()
         if row.run_id is None and (run is not None or year is not None):
-            return run_not_found(conn, run, year)
+            return run_not_found(conn, run, year, who.sees_drafts)
     _, headers, r304 = etag_response(request, int(row.dv or 0), who, cache_control=cache)
     if r304:
         return r304
@@ -219,8 +230,7 @@ def get_tile(request: Request, layer: str, z: int = Path(ge=0, le=MAX_Z), x: int
 
 @router.get("/tiles/{layer}.json", summary="TileJSON 3.0.0 of a layer's vector tiles")
 def get_tilejson(request: Request, layer: str,
-                 run: int | None = Query(None, description="evaluation run id"),
-                 year: int | None = Query(None, description="year whose shown run gives the grades"),
+                 run: int | None = RUN_QUERY, year: int | None = YEAR_QUERY,
                  who: Principal = Depends(principal)):
     who.require("public")
     lay = LAYERS.get(layer)
@@ -232,10 +242,11 @@ def get_tilejson(request: Request, layer: str,
         if r304:
             return r304
         if run is not None or year is not None:
-            found = conn.execute(sa.text(f"WITH run AS ({_run_cte(run is not None)}) SELECT id FROM run"),
+            found = conn.execute(sa.text(f"WITH run AS ({_run_cte(run is not None, who.sees_drafts)}) "
+                                         "SELECT id FROM run"),
                                  {"run": run, "year": year}).scalar()
             if found is None:
-                return run_not_found(conn, run, year)
+                return run_not_found(conn, run, year, who.sees_drafts)
         region_sql, params = who.region_clause(lay.township_sql)
         b = conn.execute(sa.text(extent_sql(lay, region_sql)), params).one()
     bounds = [b[0], b[1], b[2], b[3]] if b[0] is not None else [-180.0, -85.0511, 180.0, 85.0511]

@@ -34,8 +34,8 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app.api.classification import for_run
-from app.api.common import json_error, json_response
-from app.api.layers import LAYERS, current_run_sql
+from app.api.common import RUN_QUERY, YEAR_QUERY, json_error, json_response
+from app.api.layers import LAYERS, current_run_sql, explicit_run_sql
 from app.auth import Principal, principal
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -74,10 +74,10 @@ def enterprise_page(uscc: str):
     return _html("archive.html")
 
 
-def _run_id(conn: sa.Connection, run: int | None, year: int | None) -> int | None:
+def _run_id(conn: sa.Connection, run: int | None, year: int | None, drafts: bool) -> int | None:
     if run is not None:
-        return conn.execute(sa.text("SELECT id FROM evaluation_runs WHERE id = :run"), {"run": run}).scalar()
-    return conn.execute(sa.text(current_run_sql()), {"year": year}).scalar()
+        return conn.execute(sa.text(explicit_run_sql("run", drafts)), {"run": run}).scalar()
+    return conn.execute(sa.text(current_run_sql("year", drafts)), {"year": year}).scalar()
 
 
 def _run_missing(run: int | None, year: int | None) -> Response:
@@ -99,7 +99,7 @@ def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
 
 
 @router.get("/map/config", summary="What the web map needs to start: runs, colours, filters, extent, basemap")
-def map_config(request: Request, year: int | None = Query(None), run: int | None = Query(None),
+def map_config(request: Request, year: int | None = YEAR_QUERY, run: int | None = RUN_QUERY,
                who: Principal = Depends(principal)):
     who.require("public")
     settings = request.app.state.settings
@@ -108,10 +108,12 @@ def map_config(request: Request, year: int | None = Query(None), run: int | None
     p_region, _ = who.region_clause("p.township")
     e_region, _ = who.region_clause("e.township")
     with engine.connect() as conn:
+        # Only the runs this caller may open: drafts for reviewers (analyst, admin) alone.
+        statuses = "('published', 'draft')" if who.sees_drafts else "('published')"
         runs = [dict(r._mapping) for r in conn.execute(sa.text(
             "SELECT id, year, status, scheme_name, scheme_version FROM evaluation_runs "
-            "WHERE status IN ('published', 'draft') ORDER BY year DESC, (status = 'published') DESC, id DESC"))]
-        cls, run_id = for_run(conn, run, year)
+            f"WHERE status IN {statuses} ORDER BY year DESC, (status = 'published') DESC, id DESC"))]
+        cls, run_id = for_run(conn, run, year, who.sees_drafts)
         if run_id is None and (run is not None or year is not None):
             return _run_missing(run, year)
         shown = {}
@@ -153,7 +155,7 @@ def map_config(request: Request, year: int | None = Query(None), run: int | None
 @router.get("/stats/grades", summary="Count and area (亩) per grade in a bbox (the map legend)")
 def grade_stats(request: Request,
                 layer: str = Query("parcels", description="parcels | enterprises | sublots | defacto"),
-                year: int | None = Query(None), run: int | None = Query(None),
+                year: int | None = YEAR_QUERY, run: int | None = RUN_QUERY,
                 bbox: str | None = Query(None, description="minLon,minLat,maxLon,maxLat (CGCS2000 ≈ WGS84)"),
                 township: str | None = Query(None), industry_group: str | None = Query(None),
                 grades: str | None = Query(None, description="comma-separated grades to count; "
@@ -191,7 +193,7 @@ def grade_stats(request: Request,
         where.append("(" + (" OR ".join(conds) or "FALSE") + ")")
     engine: sa.Engine = request.app.state.engine
     with engine.connect() as conn:
-        run_id = _run_id(conn, run, year)
+        run_id = _run_id(conn, run, year, who.sees_drafts)
         if run_id is None and (run is not None or year is not None):
             return _run_missing(run, year)
         # enterprises' from_sql joins enterprise_land once per enterprise: one row per subject.
@@ -199,7 +201,7 @@ def grade_stats(request: Request,
             f"SELECT r.grade, count(*) AS n, sum({area_sql}) AS area_mu "
             f"FROM {lay.from_sql} WHERE {' AND '.join(where)} GROUP BY r.grade"),
             params | {"run_id": run_id}).all()
-        cls, _ = for_run(conn, run_id)
+        cls, _ = for_run(conn, run_id, drafts=who.sees_drafts)
     show_area = who.at_least(area_level)
     order = {g: i for i, g in enumerate(cls.grades)}
     out = sorted(({"grade": r.grade, "count": int(r.n),
@@ -226,7 +228,8 @@ def search(request: Request, q: str = Query(..., min_length=1, max_length=100),
     engine: sa.Engine = request.app.state.engine
     p_region, p_params = who.region_clause("p.township")
     e_region, e_params = who.region_clause("e.township")
-    name_cond = "OR e.name ILIKE :name_like" if who.sees_names else ""
+    # Enterprises (USCC, name) are identities: found only by callers who see links (app.auth).
+    name_cond = "OR e.name ILIKE :name_like" if who.sees_links else ""
     with engine.connect() as conn:
         parcels = conn.execute(sa.text(f"""
             SELECT p.identity_code, p.parcel_code, p.kind, p.township, p.area_mu,
@@ -236,7 +239,7 @@ def search(request: Request, q: str = Query(..., min_length=1, max_length=100),
             ORDER BY (upper(p.parcel_code) = :exact OR upper(p.identity_code) = :exact) DESC,
                      p.kind = 'registered' DESC, p.identity_code
             LIMIT :limit"""), p_params | {"like": like, "exact": text.upper(), "limit": limit}).all()
-        ents = conn.execute(sa.text(f"""
+        ents = [] if not who.sees_links else conn.execute(sa.text(f"""
             SELECT e.uscc, e.name, e.township, ST_X(e.geom) AS lon, ST_Y(e.geom) AS lat,
                    ST_XMin(l.b) AS x0, ST_YMin(l.b) AS y0, ST_XMax(l.b) AS x1, ST_YMax(l.b) AS y1
             FROM enterprises e
@@ -256,8 +259,7 @@ def search(request: Request, q: str = Query(..., min_length=1, max_length=100),
         item = {"type": "enterprise", "uscc": r.uscc, "township": r.township,
                 "point": [r.lon, r.lat] if r.lon is not None else None,
                 "bbox": [r.x0, r.y0, r.x1, r.y1] if r.x0 is not None else None}
-        if who.sees_names:
-            item["name"] = r.name
+        item["name"] = r.name
         results.append(item)
     return json_response({"query": text, "results": results}, headers={"Cache-Control": "private, no-cache"})
 
