@@ -5,6 +5,10 @@ Builds the scoring engine's inputs from the database — enterprises with their 
 ``scoring.evaluate`` for both, adds the multi-year results (consecutive D years, 差别电价 and its
 refund, 低产田) from the runs shown for earlier years, and stores everything under a new run.
 Runs are never overwritten: publishing one makes it the one shown for its year.
+
+Year Y reads its own land (issue 10): the land valid in Y (:func:`app.api.layers.land_in_year_sql`)
+and the links, merged land and apportioned figures ``mujun match`` computed for Y — so a later
+land delivery leaves Y's inputs, its run hash and its results as they were.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from app import db, store
-from app.api.layers import SHOWN_RUNS_SQL
+from app.api.layers import SHOWN_RUNS_SQL, land_in_year_sql
 from app.models import METRIC_COLUMNS, evaluation_runs
 from scoring import evaluate, explain_text, load_scheme, multiyear_status, run_fingerprint, scheme_hash
 from scoring.scheme import Scheme
@@ -43,16 +47,16 @@ def enterprise_subjects(conn: sa.Connection, year: int) -> pd.DataFrame:
         WITH landlord AS (
             SELECT DISTINCT ON (t.uscc) t.uscc, l.uscc AS landlord_id
             FROM land_links t
-            JOIN land_links l ON l.identity_code = t.identity_code AND l.uscc <> t.uscc
+            JOIN land_links l ON l.identity_code = t.identity_code AND l.uscc <> t.uscc AND l.year = t.year
                              AND l.role IN ('landlord', 'owner_occupier')
-            WHERE t.role = 'tenant'
+            WHERE t.role = 'tenant' AND t.year = :year
             ORDER BY t.uscc, t.attributed_area_m2 DESC NULLS LAST, l.uscc)
         SELECT e.uscc AS subject_id, e.industry_code, e.scale, e.flags, e.founded, e.township,
                coalesce(el.land_area_mu, 0) AS land_area_mu, coalesce(el.land_class, 'none') AS land_class,
                coalesce(el.land_class = 'III', false) AS is_tenant, ll.landlord_id, {_METRICS_SQL}
         FROM enterprises e
         JOIN metrics m ON m.uscc = e.uscc AND m.year = :year
-        LEFT JOIN enterprise_land el ON el.uscc = e.uscc
+        LEFT JOIN enterprise_land el ON el.uscc = e.uscc AND el.year = :year
         LEFT JOIN landlord ll ON ll.uscc = e.uscc
         ORDER BY e.uscc""", {"year": year})
 
@@ -64,11 +68,11 @@ def parcel_subjects(conn: sa.Connection, year: int) -> pd.DataFrame:
         SELECT p.identity_code AS subject_id, p.area_mu AS land_area_mu, p.township,
                occ.industry_code, coalesce(occ.scale, '规下') AS scale, (occ.uscc IS NULL) AS idle,
                {_METRICS_SQL.replace('m.', 'pm.')}
-        FROM parcels p
+        FROM {land_in_year_sql()} p
         LEFT JOIN parcel_metrics pm ON pm.identity_code = p.identity_code AND pm.year = :year
         LEFT JOIN LATERAL (
             SELECT e.uscc, e.industry_code, e.scale FROM land_links l JOIN enterprises e ON e.uscc = l.uscc
-            WHERE l.identity_code = p.identity_code
+            WHERE l.identity_code = p.identity_code AND l.year = :year
             ORDER BY l.share DESC NULLS LAST, l.uscc LIMIT 1) occ ON TRUE
         ORDER BY p.identity_code""", {"year": year})
 

@@ -97,8 +97,9 @@ parcels = sa.Table(
     "parcels", metadata,
     sa.Column("version_id", sa.BigInteger, sa.Identity(), primary_key=True),
     sa.Column("identity_code", sa.Text, nullable=False, comment="宗地身份码"),
-    sa.Column("valid_from", sa.Integer, nullable=False, comment="first year this version is the land"),
-    sa.Column("valid_to", sa.Integer, comment="first year it no longer is (exclusive); NULL = current"),
+    sa.Column("valid_from", sa.Integer, nullable=False, index=True, server_default=sa.text("0"),
+              comment="first year this version is the land"),
+    sa.Column("valid_to", sa.Integer, index=True, comment="first year it no longer is (exclusive); NULL = current"),
     sa.Column("kind", sa.Text, nullable=False, comment="registered | defacto | defacto_attached"),
     sa.Column("parcel_code", sa.Text, index=True, comment="宗地代码 (own, or the parent's for attached land)"),
     sa.Column("source_parcel_code", sa.Text, index=True, comment="the 宗地代码 an unregistered cadastre row came with"),
@@ -204,7 +205,7 @@ link_corrections = sa.Table(
 
 land_links = sa.Table(
     "land_links", metadata,
-    sa.Column("year", sa.Integer, primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True, server_default=sa.text("0")),
     sa.Column("identity_code", sa.Text, primary_key=True),
     sa.Column("uscc", sa.Text, primary_key=True, index=True),
     sa.Column("parcel_code", sa.Text),
@@ -220,7 +221,7 @@ land_links = sa.Table(
 
 sublots = sa.Table(
     "sublots", metadata,
-    sa.Column("year", sa.Integer, primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True, server_default=sa.text("0")),
     sa.Column("identity_code", sa.Text, primary_key=True),
     sa.Column("uscc", sa.Text, primary_key=True),
     sa.Column("share", sa.Float, nullable=False),
@@ -230,7 +231,7 @@ sublots = sa.Table(
 
 enterprise_land = sa.Table(
     "enterprise_land", metadata,
-    sa.Column("year", sa.Integer, primary_key=True),
+    sa.Column("year", sa.Integer, primary_key=True, server_default=sa.text("0")),
     sa.Column("uscc", sa.Text, primary_key=True),
     sa.Column("land_area_m2", sa.Float, nullable=False),
     sa.Column("land_area_mu", sa.Float, nullable=False),

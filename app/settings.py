@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     attach_tolerance_m: float = 5.0
     small_piece_mu: float = 1.0
     overlap_tolerance_m2: float = 1.0
+    #: Yearly land deliveries (app/ingest.py, spatial/lineage.py): a complete delivery that would
+    #: retire more than this share of the county's land area (absent pieces) is refused unless
+    #: confirmed (``--allow-retire``); the noise band (m) within which a piece is unchanged.
+    retire_max_share: float = 0.2
+    land_tolerance_m: float = 0.05
 
     @property
     def embedded(self) -> bool:

@@ -20,11 +20,18 @@ Code format
 The first letter is the kind; an attached code contains its parent's code (for a parent
 without 宗地代码, the parent's ``X<hash>``).  ``<hash>`` is 10 Crockford base-32 characters
 (``0-9A-Z`` without I, L, O, U; 50 bits) of a SplitMix64 hash of the piece's *input* geometry,
-quantised: centroid x and y on a 1 m grid and area on a 1 m² grid, each grid shifted by
-0.2718… so round coordinates never sit on a cell edge.  The code therefore depends on content
-only — never on row order or on other rows — and survives float noise from reprojection
-(~1e-7 m) unless a centroid lies within that noise of a cell edge (probability ~1e-7).
-Codes are relative to the working projected CRS: keep one CRS (Gauss-Krüger zone) per county.
+quantised, in terms that do not depend on the working CRS: the centroid's longitude and latitude
+in CGCS2000 (EPSG:4490) on a 1e-5° grid (~1 m) and the area in m² on an equal-area projection
+(cylindrical equal-area on the CGCS2000 ellipsoid) on a 1 m² grid, each grid shifted by 0.2718…
+of a cell so round values never sit on a cell edge.  So the same land gets the same code whichever
+Gauss-Krüger zone (EPSG:4549 or 4550 at 121.5°E) the county's data happened to be processed in,
+never depends on row order or other rows, and survives float noise from reprojection (~1e-7 m)
+unless a centroid lies within that noise of a cell edge (probability ~1e-7).  (Without a CRS —
+:func:`content_hash` on bare geometries — the planar x, y and area are quantised on 1 m / 1 m².)
+
+A hash names land once, when it first appears: from then on a piece keeps its code by overlap
+with the land already known (:mod:`spatial.lineage`), so centimetre edits of later deliveries never
+change it.
 
 Collisions (two rows with the same code: a duplicated 宗地代码 or two pieces with the same
 quantised centroid and area) are resolved by content order — area, then the geometry's WKB
@@ -119,14 +126,21 @@ def build_land(
     return land[LAND_COLUMNS].sort_values("identity_code", ignore_index=True)
 
 
-def content_hash(geoms) -> np.ndarray:
-    """10-character base-32 content hash of geometries (see the module docstring)."""
+def content_hash(geoms, crs=None) -> np.ndarray:
+    """10-character base-32 content hash of geometries (see the module docstring).
+
+    With ``crs`` (the geometries' CRS, anything pyproj reads) the hash is CRS-independent:
+    centroid in EPSG:4490 degrees (1e-5° cells), area in m² on an equal-area projection.
+    """
     geoms = np.asarray(geoms, dtype=object)
     n = len(geoms)
     if n == 0:
         return np.array([], dtype="<U10")
     cent = shapely.get_coordinates(shapely.centroid(geoms))
-    area = shapely.area(geoms)
+    if crs is None:
+        area = shapely.area(geoms)
+    else:
+        cent, area = _geodetic_terms(geoms, cent, crs)
     # floor on a shifted grid: robust to tiny noise unless exactly on a (shifted) edge
     q = np.floor(np.column_stack([cent, area]) - _GRID_OFFSET).astype(np.int64).view(np.uint64)
     h = np.zeros(n, dtype=np.uint64)
@@ -139,6 +153,22 @@ def content_hash(geoms) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- helpers
+
+#: Cylindrical equal-area on the CGCS2000 ellipsoid (GRS80 within 0.1 mm): true areas in m².
+_EQUAL_AREA = "+proj=cea +lat_ts=0 +lon_0=0 +ellps=GRS80 +units=m +no_defs"
+
+
+def _geodetic_terms(geoms: np.ndarray, cent: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids in units of 1e-5° (EPSG:4490) and areas in m² (equal-area), from any CRS."""
+    from pyproj import CRS, Transformer
+
+    src = CRS.from_user_input(crs)
+    to_geo = Transformer.from_crs(src, 4490, always_xy=True)
+    lon, lat = to_geo.transform(cent[:, 0], cent[:, 1])
+    to_ea = Transformer.from_crs(src, _EQUAL_AREA, always_xy=True)
+    ea = shapely.transform(geoms, lambda xy: np.column_stack(to_ea.transform(xy[:, 0], xy[:, 1])))
+    return np.column_stack([np.asarray(lon) * 1e5, np.asarray(lat) * 1e5]), shapely.area(ea)
+
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     # a fixed, platform-independent mixer (Python's hash() is salted per process)
@@ -193,7 +223,7 @@ def _registered_land(parcels: gpd.GeoDataFrame) -> pd.DataFrame:
     nocode = code.isna().to_numpy()
     ident = ("R-" + code).to_numpy(dtype=object)
     if nocode.any():
-        ident[nocode] = np.char.add("R-X", content_hash(geom.values[nocode]))
+        ident[nocode] = np.char.add("R-X", content_hash(geom.values[nocode], parcels.crs))
     out["identity_code"] = pd.Series(ident, dtype="str")
     return out
 
@@ -265,7 +295,7 @@ def _polygonal(geoms: np.ndarray) -> np.ndarray:
 def _defacto_land(pieces, reg, tol, small_mu, county_code) -> pd.DataFrame:
     reg_geoms = reg["geometry"].to_numpy()
     tree = shapely.STRtree(reg_geoms)
-    hashes = content_hash(pieces.geometry.to_numpy())  # input geometry: independent of parcels
+    hashes = content_hash(pieces.geometry.to_numpy(), pieces.crs)  # input geometry: independent of parcels
     geoms = _clip_by_registered(pieces.geometry.to_numpy(), reg_geoms, tree)
     area = shapely.area(geoms)
     keep = area > _MIN_OVERLAP_M2

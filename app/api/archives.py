@@ -11,6 +11,14 @@ of land it uses (owned or leased) with shares, its total land, figures per year 
 ``explanation_text`` when the scoring stored one), consecutive D years, the 差别电价 surcharge
 (analyst) and warnings.
 
+Land over the years (issue 10): the archive of a 宗地身份码 is its newest version (a retired piece
+keeps its archive), with every ``version`` (valid_from / valid_to, area, kind) and its ``lineage``
+(split from / merged from / re-coded from, split into / merged into / re-coded to, with years). Links,
+sub-lots and an enterprise's land are those of the newest year shown (the year of the newest shown
+run, else the newest matched year), on the land valid in that year
+(:func:`app.api.layers.land_in_year_sql`); 一企一档 lists the land used in every year
+(``land_by_year``).
+
 "Per year" means the run shown for that year — the latest published run, else the latest
 draft — exactly as :func:`app.api.layers.current_run_sql` picks it for maps (both are
 :data:`app.api.layers.SHOWN_RUNS_SQL`, the one rule).
@@ -33,7 +41,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from app.api.common import data_version, etag_response, json_error, json_response
-from app.api.layers import shown_runs_sql
+from app.api.layers import derived_year_sql, land_in_year_sql, shown_runs_sql
 from app.auth import Principal, principal
 from app.models import METRIC_COLUMNS
 from spatial.identifiers import uscc_status
@@ -48,18 +56,33 @@ MU_M2 = 10000.0 / 15
 _PARCEL = """
     SELECT p.identity_code, p.kind, p.parcel_code, p.parent_identity_code, p.owner_uscc, p.owner_name,
            p.user_uscc, p.land_use, p.township, p.registered_area_m2, p.area_m2, p.area_mu, p.note,
-           p.attrs, p.batch_id, p.updated_at,
+           p.attrs, p.batch_id, p.updated_at, p.valid_from, p.valid_to,
            ST_AsGeoJSON(p.geom, 7) AS geometry,
            ST_AsGeoJSON(ST_PointOnSurface(p.geom), 7) AS point,
            ST_XMin(p.geom) AS xmin, ST_YMin(p.geom) AS ymin, ST_XMax(p.geom) AS xmax, ST_YMax(p.geom) AS ymax
     FROM parcels p
-    WHERE p.identity_code = :code AND {region}"""
+    WHERE p.identity_code = :code AND {region}
+    ORDER BY p.valid_from DESC LIMIT 1"""
 
-_PARENT = "SELECT p.identity_code, p.parcel_code, p.kind, p.area_mu FROM parcels p WHERE p.identity_code = :parent AND {region}"
+_PARENT = ("SELECT p.identity_code, p.parcel_code, p.kind, p.area_mu FROM parcels p "
+           "WHERE p.identity_code = :parent AND {region} ORDER BY p.valid_from DESC LIMIT 1")
 
-_ATTACHED = """
+_ATTACHED = f"""
     SELECT p.identity_code, p.kind, p.area_m2, p.area_mu, p.user_uscc
-    FROM parcels p WHERE p.parent_identity_code = :code AND {region} ORDER BY p.identity_code"""
+    FROM {land_in_year_sql("CAST(NULL AS integer)")} p
+    WHERE p.parent_identity_code = :code AND {{region}} ORDER BY p.identity_code"""
+
+#: Every version of a piece of land, oldest first (valid_to exclusive, NULL = current).
+_VERSIONS = """
+    SELECT valid_from, valid_to, kind, parcel_code, area_m2, area_mu FROM parcels
+    WHERE identity_code = :code ORDER BY valid_from"""
+
+_LINEAGE = """
+    SELECT year, parent_code, child_code, kind FROM land_lineage
+    WHERE parent_code = :code OR child_code = :code ORDER BY year, parent_code, child_code"""
+
+#: The year whose links an archive shows: the newest shown run's, else the newest matched.
+_LINK_YEAR = derived_year_sql("land_links", "(SELECT year FROM shown)")
 
 #: Enterprises on a piece of land, with their grade in the newest shown run.
 _PARCEL_LINKS = f"""
@@ -68,11 +91,11 @@ _PARCEL_LINKS = f"""
            l.attributed_area_m2, l.attributed_area_mu, s.area_m2 AS sublot_area_m2,
            er.grade, er.colour, (SELECT year FROM shown) AS grade_year
     FROM land_links l
-    JOIN parcels p ON p.identity_code = l.identity_code
+    JOIN {land_in_year_sql(_LINK_YEAR)} p ON p.identity_code = l.identity_code
     LEFT JOIN enterprises e ON e.uscc = l.uscc
-    LEFT JOIN sublots s ON s.identity_code = l.identity_code AND s.uscc = l.uscc
+    LEFT JOIN sublots s ON s.identity_code = l.identity_code AND s.uscc = l.uscc AND s.year = l.year
     LEFT JOIN enterprise_ratings er ON er.uscc = l.uscc AND er.run_id = (SELECT id FROM shown)
-    WHERE l.identity_code = :code AND {{region}}
+    WHERE l.identity_code = :code AND l.year = {_LINK_YEAR} AND {{region}}
     ORDER BY l.share DESC NULLS LAST, l.uscc"""
 
 _PARCEL_RATINGS = f"""
@@ -95,25 +118,35 @@ _BATCH = "SELECT id, status, finished_at FROM import_batches WHERE id = :id"
 
 _BY_PARCEL_CODE = """
     SELECT p.identity_code FROM parcels p WHERE p.parcel_code = :code AND {region}
-    ORDER BY p.kind <> 'registered', p.identity_code LIMIT 20"""
+    GROUP BY p.identity_code ORDER BY bool_and(p.kind <> 'registered'), p.identity_code LIMIT 20"""
 
 _ENTERPRISE = """
     SELECT e.uscc, e.name, e.industry_code, e.scale, e.township, e.address, e.founded, e.flags,
            e.coord_sys, e.attrs, e.batch_id, e.updated_at, ST_AsGeoJSON(e.geom, 7) AS point
     FROM enterprises e WHERE e.uscc = :uscc AND {region}"""
 
-_ENTERPRISE_LAND = "SELECT * FROM enterprise_land WHERE uscc = :uscc"
+_ENTERPRISE_LAND = "SELECT * FROM enterprise_land WHERE uscc = :uscc ORDER BY year"
+
+#: The land an enterprise used in each year (on the land valid that year).
+_ENTERPRISE_LAND_YEARS = f"""
+    SELECT l.year, l.identity_code, p.parcel_code, l.role, l.share, l.attributed_area_m2, l.attributed_area_mu
+    FROM land_links l
+    JOIN LATERAL (SELECT q.parcel_code, q.township FROM {land_in_year_sql("l.year")} q
+                  WHERE q.identity_code = l.identity_code) p ON TRUE
+    WHERE l.uscc = :uscc AND {{region}}
+    ORDER BY l.year, l.identity_code"""
 
 #: Land an enterprise uses, with the land's grade in the newest shown run.
 _ENTERPRISE_PARCELS = f"""
     WITH shown AS ({{shown}} LIMIT 1)
     SELECT p.identity_code, p.parcel_code, p.kind, p.township, p.area_mu AS parcel_area_mu,
            p.owner_uscc, l.role, l.method, l.confidence, l.distance_m, l.share,
-           l.attributed_area_m2, l.attributed_area_mu, pr.grade, pr.colour, (SELECT year FROM shown) AS grade_year
+           l.attributed_area_m2, l.attributed_area_mu, pr.grade, pr.colour, (SELECT year FROM shown) AS grade_year,
+           l.year AS link_year
     FROM land_links l
-    JOIN parcels p ON p.identity_code = l.identity_code
+    JOIN {land_in_year_sql(_LINK_YEAR)} p ON p.identity_code = l.identity_code
     LEFT JOIN parcel_ratings pr ON pr.identity_code = p.identity_code AND pr.run_id = (SELECT id FROM shown)
-    WHERE l.uscc = :uscc AND {{region}}
+    WHERE l.uscc = :uscc AND l.year = {_LINK_YEAR} AND {{region}}
     ORDER BY l.share DESC NULLS LAST, p.identity_code"""
 
 _ENTERPRISE_RATINGS = f"""
@@ -271,6 +304,8 @@ def parcel_archive(request: Request, identity_code: str, who: Principal = Depend
                               {"parent": p["parent_identity_code"], **rp}).first()
             parent = dict(pr._mapping) if pr else None
         attached = _rows(conn, _ATTACHED.format(region=region), {"code": code, **rp})
+        versions = _rows(conn, _VERSIONS, {"code": code})
+        lineage = _rows(conn, _LINEAGE, {"code": code})
         ratings = _rows(conn, _PARCEL_RATINGS.format(shown=shown), {"code": code})
         metrics = _rows(conn, _PARCEL_METRICS, {"code": code}) if who.sees_figures else None
         history = corrections = batch = None
@@ -289,6 +324,8 @@ def parcel_archive(request: Request, identity_code: str, who: Principal = Depend
         "bbox": [p["xmin"], p["ymin"], p["xmax"], p["ymax"]],
         "parent": parent,
         "attached": [{k: v for k, v in a.items() if k != "user_uscc" or who.sees_links} for a in attached],
+        "valid_from": p["valid_from"], "valid_to": p["valid_to"],
+        "versions": versions, "lineage": _lineage_doc(code, lineage),
     }
     enterprises = []
     for link in links if who.sees_links else ():  # who uses the land: identities and links (app.auth)
@@ -318,6 +355,15 @@ def parcel_archive(request: Request, identity_code: str, who: Principal = Depend
     doc["visibility"] = {"role": who.role, "region": who.region,
                          "figures": who.sees_figures, "names": who.sees_names}
     return json_response(doc, headers=headers)
+
+
+def _lineage_doc(code: str, rows: list[dict]) -> dict:
+    """Lineage of one code in both directions, with years: ``from`` (split from / merged from /
+    re-coded from) and ``into`` (split into / merged into / re-coded to)."""
+    return {"from": [{"year": r["year"], "kind": r["kind"], "code": r["parent_code"]}
+                     for r in rows if r["child_code"] == code],
+            "into": [{"year": r["year"], "kind": r["kind"], "code": r["child_code"]}
+                     for r in rows if r["parent_code"] == code]}
 
 
 # --------------------------------------------------------------------------- 一企一档
@@ -369,8 +415,11 @@ def enterprise_archive(request: Request, uscc: str, who: Principal = Depends(pri
         pregion, prp = who.region_clause("p.township")
         shown = shown_runs_sql(who.sees_drafts)  # drafts only for callers who may review them
         parcels = _rows(conn, _ENTERPRISE_PARCELS.format(region=pregion, shown=shown), {"uscc": code, **prp})
-        land = conn.execute(sa.text(_ENTERPRISE_LAND), {"uscc": code}).first()
-        land = dict(land._mapping) if land else None
+        land_rows = _rows(conn, _ENTERPRISE_LAND, {"uscc": code})
+        # the land total of the year whose links are listed (the newest shown, else newest matched)
+        link_year = parcels[0]["link_year"] if parcels else None
+        land = next((r for r in land_rows if r["year"] == link_year), land_rows[-1] if land_rows else None)
+        by_year = _rows(conn, _ENTERPRISE_LAND_YEARS.format(region=pregion), {"uscc": code, **prp})
         ratings = _rows(conn, _ENTERPRISE_RATINGS.format(shown=shown), {"uscc": code})
         metrics = _rows(conn, _ENTERPRISE_METRICS, {"uscc": code}) if who.sees_figures else None
         history = batch = corrections = None
@@ -398,6 +447,14 @@ def enterprise_archive(request: Request, uscc: str, who: Principal = Depends(pri
                      "owner_uscc": p["owner_uscc"]}
         used.append(item)
     doc["parcels"] = used
+    doc["land_year"] = land["year"] if land else None
+    years: dict[int, dict] = {}
+    for r in by_year:
+        y = years.setdefault(r["year"], {"year": r["year"], "land_area_mu": 0.0, "parcels": []})
+        y["land_area_mu"] += r["attributed_area_mu"] or 0.0
+        y["parcels"].append({"identity_code": r["identity_code"], "parcel_code": r["parcel_code"],
+                             "role": r["role"], "attributed_area_mu": r["attributed_area_mu"]})
+    doc["land_by_year"] = list(years.values())
     doc["land"] = ({k: land[k] for k in ("land_area_m2", "land_area_mu", "parcel_count", "owned_area_m2",
                                          "leased_in_area_m2", "land_class")} if land else
                    {"land_area_m2": sum(p["attributed_area_m2"] or 0 for p in parcels),

@@ -32,7 +32,8 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from app.api.common import (GEOJSON, JSON, RUN_QUERY, YEAR_QUERY, data_version, etag_response, json_error,
                             json_response, wants)
-from app.api.layers import current_run_sql, explicit_run_sql
+from app.api.layers import (RUN_YEAR_SQL, current_run_sql, derived_year_sql, explicit_run_sql,
+                             land_in_year_sql)
 from app.api.tiles import years_sql
 from app.auth import Principal, principal
 
@@ -61,7 +62,7 @@ def clusters_sql(criteria: str, region_sql: str, township_sql: str) -> str:
     return f"""
 WITH cand AS (
     SELECT p.identity_code, p.township, p.area_m2, p.area_mu, p.geom, r.grade, r.idle, r.tax_per_mu
-    FROM parcels p
+    FROM {land_in_year_sql(RUN_YEAR_SQL)} p  -- the land of the run's year
     JOIN parcel_ratings r ON r.identity_code = p.identity_code AND r.run_id = :run_id
     WHERE ({criteria}) AND {region_sql} AND {township_sql}
 ),
@@ -98,7 +99,8 @@ shaped AS MATERIALIZED (  -- materialized: the outline is used seven times below
 )
 SELECT 'LY-' || upper(substr(md5(array_to_string(members, ',')), 1, 10)) AS id,
        member_count, members, member_grades, townships, area_mu, area_m2, total_tax_wan, idle_count, srid,
-       (SELECT count(DISTINCT l.uscc) FROM land_links l WHERE l.identity_code = ANY(members)) AS enterprise_count,
+       (SELECT count(DISTINCT l.uscc) FROM land_links l WHERE l.identity_code = ANY(members)
+        AND l.year = {derived_year_sql("land_links", RUN_YEAR_SQL)}) AS enterprise_count,
        ST_AsGeoJSON(outline, 7) AS outline,
        ST_XMin(outline) AS xmin, ST_YMin(outline) AS ymin, ST_XMax(outline) AS xmax, ST_YMax(outline) AS ymax,
        ST_X(ST_PointOnSurface(outline)) AS cx, ST_Y(ST_PointOnSurface(outline)) AS cy

@@ -91,6 +91,34 @@ def explicit_run_sql(run_param: str = "run", drafts: bool = True) -> str:
             f"AND status IN {run_statuses(drafts)}")
 
 
+#: The year of the run a layer shows (NULL without a run: then the current land).
+RUN_YEAR_SQL = "(SELECT year FROM evaluation_runs WHERE id = CAST(:run_id AS bigint))"
+
+
+def land_in_year_sql(year_sql: str = "CAST(:year AS integer)") -> str:
+    """The land of a year — the one rule every reader of land shares (layers, tiles, archives,
+    clusters, exports, matching, evaluation): the versions of ``parcels`` valid in year Y
+    (``valid_from <= Y < valid_to``, ``valid_to`` NULL = still valid). A year before the county's
+    first delivery reads the first delivery's land (a county delivers its land once, then
+    changes); Y NULL reads the current land. A parenthesised subquery: alias it (``… p``).
+
+    ``year_sql`` is any SQL expression of the year, e.g. :data:`RUN_YEAR_SQL`.
+    """
+    y = (f"CASE WHEN ({year_sql}) IS NULL THEN 9999 "
+         f"ELSE greatest(({year_sql}), (SELECT min(valid_from) FROM parcels)) END")
+    return (f"(SELECT * FROM parcels lv WHERE lv.valid_from <= ({y}) "
+            f"AND coalesce(lv.valid_to, 10000) > ({y}))")
+
+
+def derived_year_sql(table: str, year_sql: str) -> str:
+    """The year of a per-year derived table (land_links, sublots, enterprise_land) that maps,
+    archives and exports read for ``year_sql``: the newest year matched up to it (that year
+    itself after ``mujun match``), else the earliest; NULL reads the newest. (Evaluation reads
+    exactly its own year.) Year 0 = undated rows, read when no dated year fits."""
+    return (f"coalesce((SELECT max(year) FROM {table} WHERE year <= coalesce(({year_sql}), 10000)), "
+            f"(SELECT min(year) FROM {table}))")
+
+
 _RATING_PROPS = (
     Prop("run_id", "r.run_id", "integer", title="评价批次"),
     Prop("grade", "r.grade", "string", title="等级", filterable=True),
@@ -108,7 +136,8 @@ PARCELS = Layer(
     id="parcels",
     title="宗地 Parcels",
     description="Industrial land (registered parcels and de-facto land) with its 宗地等级 (parcel grade).",
-    from_sql="parcels p LEFT JOIN parcel_ratings r ON r.identity_code = p.identity_code AND r.run_id = :run_id",
+    from_sql=f"{land_in_year_sql(RUN_YEAR_SQL)} p "
+             "LEFT JOIN parcel_ratings r ON r.identity_code = p.identity_code AND r.run_id = :run_id",
     id_sql="p.identity_code",
     geom_sql="p.geom",
     township_sql="p.township",
@@ -159,7 +188,8 @@ ENTERPRISES = Layer(
     title="企业 Enterprises",
     description="Enterprise locations with their 经营主体等级 (enterprise grade, all their land merged).",
     from_sql="enterprises e LEFT JOIN enterprise_ratings r ON r.uscc = e.uscc AND r.run_id = :run_id "
-             "LEFT JOIN enterprise_land el ON el.uscc = e.uscc",
+             "LEFT JOIN enterprise_land el ON el.uscc = e.uscc "
+             f"AND el.year = {derived_year_sql('enterprise_land', RUN_YEAR_SQL)}",
     id_sql="e.uscc",
     geom_sql="e.geom",
     township_sql="e.township",
@@ -186,7 +216,8 @@ SUBLOTS = Layer(
     id="sublots",
     title="分割地块 Sub-lots",
     description="Each occupant's part of a shared parcel (多企共地分割), with the occupant's enterprise grade.",
-    from_sql="sublots s JOIN parcels p ON p.identity_code = s.identity_code "
+    from_sql=f"sublots s JOIN {land_in_year_sql(RUN_YEAR_SQL)} p ON p.identity_code = s.identity_code "
+             f"AND s.year = {derived_year_sql('sublots', RUN_YEAR_SQL)} "
              "LEFT JOIN enterprise_ratings r ON r.uscc = s.uscc AND r.run_id = :run_id "
              "LEFT JOIN enterprises e ON e.uscc = s.uscc",
     id_sql="s.identity_code || '/' || s.uscc",

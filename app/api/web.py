@@ -35,7 +35,10 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api.classification import for_run
 from app.api.common import RUN_QUERY, YEAR_QUERY, json_error, json_response
-from app.api.layers import LAYERS, current_run_sql, explicit_run_sql
+from app.api.layers import LAYERS, current_run_sql, explicit_run_sql, land_in_year_sql
+
+#: The current land (search, townships, extent): the one land-year rule with no year.
+_CURRENT_LAND = land_in_year_sql("CAST(NULL AS integer)")
 from app.auth import Principal, principal
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -122,18 +125,18 @@ def map_config(request: Request, year: int | None = YEAR_QUERY, run: int | None 
         for r in runs:
             r["shown"] = shown[r["year"]] == r["id"]
         townships = [t for (t,) in conn.execute(sa.text(
-            f"SELECT DISTINCT township FROM parcels WHERE township IS NOT NULL AND {region} "
+            f"SELECT DISTINCT township FROM {_CURRENT_LAND} p WHERE township IS NOT NULL AND {region} "
             f"UNION SELECT DISTINCT township FROM enterprises WHERE township IS NOT NULL AND {region} "
             "ORDER BY 1"), params)]
         groups = [g for (g,) in conn.execute(sa.text(
-            f"SELECT DISTINCT r.industry_group FROM parcel_ratings r JOIN parcels p USING (identity_code) "
+            f"SELECT DISTINCT r.industry_group FROM parcel_ratings r JOIN {_CURRENT_LAND} p USING (identity_code) "
             f"WHERE r.run_id = :run_id AND r.industry_group IS NOT NULL AND {p_region} "
             f"UNION SELECT DISTINCT r.industry_group FROM enterprise_ratings r JOIN enterprises e USING (uscc) "
             f"WHERE r.run_id = :run_id AND r.industry_group IS NOT NULL AND {e_region} "
             "ORDER BY 1"), params | {"run_id": run_id})] if run_id else []
         b = conn.execute(sa.text(
             f"SELECT ST_XMin(x), ST_YMin(x), ST_XMax(x), ST_YMax(x) FROM "
-            f"(SELECT ST_Extent(geom) AS x FROM parcels WHERE {region}) e"), params).one()
+            f"(SELECT ST_Extent(geom) AS x FROM {_CURRENT_LAND} p WHERE {region}) e"), params).one()
     # Colour names of the four-colour warning view (颜色 attribute): the scheme's own hex per name.
     names = {c.colour_name: c.hex for c in cls.classes if c.colour_name}
     basemaps = [u.strip() for u in (getattr(settings, "basemap_url", None) or "").split("|") if u.strip()]
@@ -234,7 +237,7 @@ def search(request: Request, q: str = Query(..., min_length=1, max_length=100),
         parcels = conn.execute(sa.text(f"""
             SELECT p.identity_code, p.parcel_code, p.kind, p.township, p.area_mu,
                    ST_XMin(b) AS x0, ST_YMin(b) AS y0, ST_XMax(b) AS x1, ST_YMax(b) AS y1
-            FROM parcels p, LATERAL (SELECT ST_Envelope(p.geom)::box2d AS b) e
+            FROM {_CURRENT_LAND} p, LATERAL (SELECT ST_Envelope(p.geom)::box2d AS b) e
             WHERE (upper(p.identity_code) LIKE :like OR upper(p.parcel_code) LIKE :like) AND {p_region}
             ORDER BY (upper(p.parcel_code) = :exact OR upper(p.identity_code) = :exact) DESC,
                      p.kind = 'registered' DESC, p.identity_code
@@ -244,8 +247,9 @@ def search(request: Request, q: str = Query(..., min_length=1, max_length=100),
                    ST_XMin(l.b) AS x0, ST_YMin(l.b) AS y0, ST_XMax(l.b) AS x1, ST_YMax(l.b) AS y1
             FROM enterprises e
             LEFT JOIN LATERAL (SELECT ST_Extent(p.geom) AS b FROM land_links k
-                               JOIN parcels p ON p.identity_code = k.identity_code
-                               WHERE k.uscc = e.uscc AND {p_region}) l ON TRUE
+                               JOIN {_CURRENT_LAND} p ON p.identity_code = k.identity_code
+                               WHERE k.uscc = e.uscc AND k.year = (SELECT max(year) FROM land_links)
+                               AND {p_region}) l ON TRUE
             WHERE (upper(e.uscc) LIKE :like {name_cond}) AND {e_region}
             ORDER BY (upper(e.uscc) = :exact) DESC, e.uscc
             LIMIT :limit"""), e_params | p_params | {"like": like, "exact": text.upper(), "limit": limit,

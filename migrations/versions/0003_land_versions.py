@@ -12,6 +12,9 @@ derived data.
   ``parcel_metrics`` already had one. Their foreign keys to ``parcels.identity_code`` go: an
   identity code is no longer unique in ``parcels`` (one row per version).
 
+Undated rows (``valid_from`` / ``year`` 0, the server default for rows written without a year)
+count as land since the beginning / derived data for any year without its own.
+
 Existing data stays readable: current land becomes one version valid from the earliest metrics
 year (or this year, without metrics); existing derived rows are copied to every metrics year
 (they were the same land for all of them).
@@ -53,11 +56,15 @@ def upgrade() -> None:
     op.add_column("parcels", sa.Column("valid_to", sa.Integer(), nullable=True,
                                        comment="first year it no longer is (exclusive); NULL = current"))
     op.execute(f"UPDATE parcels SET valid_from = {_FIRST_YEAR}")
-    op.alter_column("parcels", "valid_from", nullable=False)
+    # 0 = undated (a row written without a year, e.g. by hand): land since the beginning
+    op.alter_column("parcels", "valid_from", nullable=False, server_default=sa.text("0"))
     op.drop_constraint("parcels_pkey", "parcels", type_="primary")
     op.create_primary_key("parcels_pkey", "parcels", ["version_id"])
     op.create_unique_constraint("parcels_identity_version", "parcels", ["identity_code", "valid_from"])
     op.create_check_constraint("parcels_valid_span", "parcels", "valid_to IS NULL OR valid_to >= valid_from")
+    # the land of a year is read by these (app.api.layers.land_in_year_sql)
+    op.create_index(op.f("ix_parcels_valid_from"), "parcels", ["valid_from"], unique=False)
+    op.create_index(op.f("ix_parcels_valid_to"), "parcels", ["valid_to"], unique=False)
 
     # -- per-year derived tables
     for table, key in (("land_links", ["year", "identity_code", "uscc"]),
@@ -70,7 +77,8 @@ def upgrade() -> None:
         op.execute(f"INSERT INTO {table} ({col_list}, year) SELECT {col_list}, y.year FROM {table}, {_YEARS} y "
                    f"WHERE {table}.year IS NULL")
         op.execute(f"DELETE FROM {table} WHERE year IS NULL")
-        op.alter_column(table, "year", nullable=False)
+        # 0 = undated: read for any year that has no derived rows of its own (derived_year_sql)
+        op.alter_column(table, "year", nullable=False, server_default=sa.text("0"))
         op.create_primary_key(f"{table}_pkey", table, key)
 
     # -- lineage
@@ -104,6 +112,8 @@ def downgrade() -> None:
         op.drop_column(table, "year")
         op.create_primary_key(f"{table}_pkey", table, key)
     op.execute("DELETE FROM parcels WHERE valid_to IS NOT NULL")
+    op.drop_index(op.f("ix_parcels_valid_to"), table_name="parcels")
+    op.drop_index(op.f("ix_parcels_valid_from"), table_name="parcels")
     op.drop_constraint("parcels_valid_span", "parcels", type_="check")
     op.drop_constraint("parcels_identity_version", "parcels", type_="unique")
     op.drop_constraint("parcels_pkey", "parcels", type_="primary")
