@@ -45,7 +45,17 @@ def test_serve_answers_healthz_with_postgis_version(db_url, tmp_path):
             except httpx.TransportError:
                 time.sleep(0.3)
         assert body is not None, "server did not come up"
-        assert r.status_code == 200
+        assert r.status_code == 200 and body == {"status": "ok", "database": "up", "pool": "ok"}
+        # versions and schema only for an admin key (issue 12)
+        import sqlalchemy as sa
+
+        from app.auth import create_key
+
+        eng = sa.create_engine(db_url)
+        with eng.begin() as conn:
+            admin = create_key(conn, "cli-admin", "admin")
+        eng.dispose()
+        body = httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"X-API-Key": admin}, timeout=5).json()
         assert body["postgis"].startswith("3.")
         assert body["schema_revision"] == body["schema_head"]
     finally:

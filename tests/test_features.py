@@ -270,16 +270,19 @@ def test_collection_extent_crs_schema(client, features_db):
     assert props["geometry"] == {"x-ogc-role": "primary-geometry", "format": "geometry-multipolygon"}
     assert (props["area_mu"]["type"], props["rank"]["type"], props["grade"]["type"],
             props["idle"]["type"]) == ("number", "integer", "string", "boolean")
-    q = client.get("/collections/enterprises/queryables").json()["properties"]
+    q = client.get("/collections/enterprises/queryables", headers=H(features_db, "public")).json()
+    assert q["code"] == "Forbidden"  # enterprises are identities: a viewer key (issue 12)
+    q = client.get("/collections/enterprises/queryables", headers=H(features_db, "viewer")).json()["properties"]
     assert q["geometry"]["$ref"] == "https://geojson.org/schema/Point.json"
-    assert "grade" in q and "name" not in q  # names are for viewers and up
+    assert "grade" in q and "name" in q and "tax_per_mu" not in q
 
 
 def test_paging_all_pages_by_key(client, features_db):
     for coll, table in (("parcels", "parcels"), ("enterprises", "enterprises"), ("sublots", "sublots"),
                         ("defacto", "parcels WHERE kind <> 'registered'")):
         expected = db_scalar(features_db["url"], f"SELECT count(*) FROM {table}")
-        feats, pages = all_pages(client, f"/collections/{coll}/items?limit=37")
+        # enterprises and sub-lots are keyed by USCC (an identity): a viewer key (issue 12)
+        feats, pages = all_pages(client, f"/collections/{coll}/items?limit=37", headers=H(features_db, "viewer"))
         ids = [f["id"] for f in feats]
         assert len(ids) == expected and len(set(ids)) == expected, coll
         assert all(p["numberMatched"] == expected for p in pages)
@@ -302,7 +305,7 @@ def test_paging_all_pages_by_key(client, features_db):
 
 
 def test_sortby_pages_through_nulls(client, features_db):
-    h = H(features_db, "viewer")
+    h = H(features_db, "analyst")  # a score is a figure (issue 12): analysts sort by it
     feats, _ = all_pages(client, "/collections/parcels/items?limit=23&sortby=-score,%2Bgrade", headers=h)
     assert len({f["id"] for f in feats}) == 400
     scores = [f["properties"]["score"] for f in feats]
@@ -356,22 +359,24 @@ def test_number_matched_cached_and_etag(client, features_db):
         eng.dispose()
 
 
-def test_crs_and_axis_order(client):
+def test_crs_and_axis_order(client, features_db):
     from pyproj import Transformer
 
+    hv = H(features_db, "viewer")  # enterprises are identities: a viewer key (issue 12)
+
     path = f"/collections/enterprises/items/{KNOWN_USCC}"
-    r = client.get(path)
+    r = client.get(path, headers=hv)
     assert r.json()["geometry"]["coordinates"] == [120.1, 30.2]
     assert r.headers["content-crs"] == "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"
     for code in (4326, 4490):
-        r = client.get(f"{path}?crs=http://www.opengis.net/def/crs/EPSG/0/{code}")
+        r = client.get(f"{path}?crs=http://www.opengis.net/def/crs/EPSG/0/{code}", headers=hv)
         assert r.json()["geometry"]["coordinates"] == [30.2, 120.1]  # lat, lon
         assert r.headers["content-crs"] == f"<http://www.opengis.net/def/crs/EPSG/0/{code}>"
     north, east = Transformer.from_crs(4490, 4549).transform(30.2, 120.1)  # EPSG order: northing, easting
     assert 3_300_000 < north < 3_400_000 and 500_000 < east < 520_000
-    r = client.get(f"{path}?crs=http://www.opengis.net/def/crs/EPSG/0/4549")
+    r = client.get(f"{path}?crs=http://www.opengis.net/def/crs/EPSG/0/4549", headers=hv)
     assert r.json()["geometry"]["coordinates"] == pytest.approx([north, east], abs=0.002)
-    items = client.get("/collections/enterprises/items?limit=1&crs=http://www.opengis.net/def/crs/EPSG/0/4549")
+    items = client.get("/collections/enterprises/items?limit=1&crs=http://www.opengis.net/def/crs/EPSG/0/4549", headers=hv)
     assert items.headers["content-crs"] == "<http://www.opengis.net/def/crs/EPSG/0/4549>"
     # bbox in each CRS's axis order finds exactly the known point
     boxes = {
@@ -381,10 +386,10 @@ def test_crs_and_axis_order(client):
     }
     for bcrs, box in boxes.items():
         url = f"/collections/enterprises/items?bbox={box}" + (f"&bbox-crs={bcrs}" if bcrs else "")
-        page = client.get(url).json()
+        page = client.get(url, headers=hv).json()
         assert [f["id"] for f in page["features"]] == [KNOWN_USCC], bcrs
     # zone-numbered GK (EPSG:4528 = zone 40, CM 120E): easting carries the zone prefix
-    r = client.get(f"{path}?crs=http://www.opengis.net/def/crs/EPSG/0/4528")
+    r = client.get(f"{path}?crs=http://www.opengis.net/def/crs/EPSG/0/4528", headers=hv)
     assert r.json()["geometry"]["coordinates"][1] == pytest.approx(40_000_000 + east, abs=0.002)
 
 
@@ -526,7 +531,10 @@ def _props_everywhere(client, headers, coll="parcels") -> set[str]:
 def test_roles_see_only_their_properties(client, features_db):
     public = _props_everywhere(client, None)
     assert "owner_name" not in public and "owner_uscc" not in public and "tax_per_mu" not in public
-    assert "name" not in _props_everywhere(client, None, "enterprises")
+    r = client.get("/collections/enterprises/items?limit=5")
+    assert r.status_code == 401 and "viewer" in r.json()["description"]  # identities need a key (issue 12)
+    assert "collections/enterprises" not in client.get("/collections").text
+    assert "score" not in _props_everywhere(client, H(features_db, "viewer"))  # a score is a figure
     viewer = _props_everywhere(client, H(features_db, "viewer"))
     assert "owner_name" in viewer and "tax_per_mu" not in viewer
     assert "electricity_surcharge_yuan" not in _props_everywhere(client, H(features_db, "viewer"), "enterprises")
