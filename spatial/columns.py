@@ -259,6 +259,8 @@ _UNIT_SUFFIX = re.compile(r"[(\[（【][^)\]）】]*[)\]）】]$")
 def normalize_header(text: object) -> str:
     """Comparable form of a header: NFKC, case-folded, no spaces/``*``/newlines, no trailing ``(unit)``."""
     s = unicodedata.normalize("NFKC", str(text)).strip()
+    # BOMs and zero-width / direction marks pasted into headers are invisible to a person
+    s = re.sub("[\ufeff\u200b-\u200f\u202a-\u202e\u2060]", "", s)
     s = s.replace("*", "").replace("＊", "")
     s = re.sub(r"\s+", "", s)
     # A unit in brackets after the name: 登记面积(m²), 实缴税金（万元）. Only strip when a name remains.

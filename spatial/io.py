@@ -299,7 +299,7 @@ def _read_one(role, fpath: Path, label: str, ov: dict, crs_arg, rejects: "_Rejec
     if len(raw) == 0 and role in REQUIRED_ROLES:
         raise BundleError(f"{label}: 文件没有数据行 (no data rows) — a {role} file needs at least one row")
     if any("\x00" in str(h) or len(str(h)) > 200 for h in headers):
-        # a header is stored as a key of the row's attrs (JSONB): no NUL, bounded length
+        # a header is stored as a key of the row's attrs (JSONB): no NUL, valid text, bounded length
         clean = _unique([str(h).replace("\x00", "")[:200] for h in headers])
         raw = raw.rename(columns=dict(zip(headers, clean)))
         hints = {clean[headers.index(k)] if k in headers else k: v for k, v in hints.items()}
@@ -420,6 +420,12 @@ def _check_text_cells(raw: pd.DataFrame, rows, mapping: dict, label: str, reject
         if nul.any():
             rejects.add(label, rows[nul], field, t[nul].to_numpy(dtype=object),
                         "含有空字符 NUL（\\x00）(cell contains a NUL byte) — 删除该不可见字符后重新导出", "error")
+        undecodable = t.str.contains("\ufffd", regex=False).fillna(False).to_numpy(dtype=bool) & ~nul
+        if undecodable.any():
+            rejects.add(label, rows[undecodable], field, t[undecodable].to_numpy(dtype=object),
+                        "无法解码的文字：该行不是 UTF-8（文件中混有 GBK 等其他编码）(bytes that are not valid UTF-8) — "
+                        "把整个文件另存为 CSV UTF-8 后重新导入", "error")
+        nul |= undecodable
         limit = MAX_TEXT_LENGTH.get(canon, MAX_TEXT_LENGTH["default"]) if canon else MAX_TEXT_LENGTH["extra"]
         n = t.str.len().fillna(0).to_numpy()
         long = (n > limit) & ~nul
@@ -625,7 +631,16 @@ def _shapefile_encoding(fpath: Path, label: str, rejects: "_Rejects") -> str | N
         if sniffed in (None, "GB18030"):
             return "GB18030" if sniffed else None
     else:
-        return None
+        try:
+            codecs.lookup(declared.replace(" ", ""))
+            return None  # a code page GDAL and Python know (latin-1 for French data): trusted
+        except LookupError:
+            if sniffed is None:
+                return None
+            rejects.add(label, np.array([0]), cpg.name, declared,
+                        f"{cpg.name} 的编码 {declared} 无法识别，按文字实际的 {'GBK' if sniffed == 'GB18030' else 'UTF-8'} "
+                        f"读取 (unknown code page in the .cpg) — 改正或删除 {cpg.name}", "warning")
+            return sniffed
     rejects.add(label, np.array([0]), cpg.name, declared,
                 f"{cpg.name} 声明编码为 {declared}，但文字实际是 {'GBK' if sniffed == 'GB18030' else 'UTF-8'}，"
                 f"已按实际编码读取 (the .cpg is wrong: text read as {sniffed}) — 请改正或删除 {cpg.name}",
@@ -812,26 +827,48 @@ def _read_table(role, fpath: Path, label: str, ov: dict, progress, rejects: "_Re
     return _read_xlsx(role, fpath, label, ov, progress, rejects)
 
 
-def _csv_encoding(fpath: Path, label: str) -> str:
-    """utf-8-sig → utf-8 → gb18030, the first that decodes the whole file (streamed, 4 MB at a time)."""
+def _csv_encoding(fpath: Path, label: str) -> tuple[str, str]:
+    """(encoding, errors) of a CSV: a UTF-16 BOM (Excel's "Unicode text"), else utf-8-sig, else
+    gb18030 — the first that decodes the whole file (streamed, 4 MB at a time). A UTF-8 file with
+    a few undecodable lines (one pasted from a GBK file) is read as UTF-8 with the bad bytes
+    replaced by U+FFFD; :func:`_check_text_cells` rejects the rows holding one. Anything else is
+    refused."""
+    with open(fpath, "rb") as fh:
+        bom = fh.read(4)
+    if bom.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not bom.startswith(codecs.BOM_UTF32_LE):
+        return "utf-16", "strict"
+    utf8_text = False
     for enc in ("utf-8-sig", "gb18030"):
         dec = codecs.getincrementaldecoder(enc)()
         try:
             with open(fpath, "rb") as fh:
                 while chunk := fh.read(4 << 20):
-                    dec.decode(chunk)
+                    text = dec.decode(chunk)
+                    if enc == "utf-8-sig":
+                        utf8_text = utf8_text or any(ord(c) > 0x7F for c in text[:1 << 16])
                 dec.decode(b"", final=True)
-            return enc
+            return enc, "strict"
         except UnicodeDecodeError:
             continue
+    if _mostly_utf8(fpath):
+        return "utf-8-sig", "replace"
     raise BundleError(f"{label}: 无法识别编码 (not UTF-8 or GBK text) — save it as CSV UTF-8 (Excel: CSV UTF-8)")
 
 
+def _mostly_utf8(fpath: Path, sample: int = 8 << 20) -> bool:
+    """More valid multi-byte UTF-8 characters than undecodable bytes in the first megabytes."""
+    with open(fpath, "rb") as fh:
+        text = fh.read(sample).decode("utf-8", errors="surrogateescape")
+    bad = sum(1 for c in text if "\udc80" <= c <= "\udcff")
+    good = sum(1 for c in text if ord(c) > 0x7F and not ("\udc80" <= c <= "\udcff"))
+    return good > bad
+
+
 def _read_csv(role, fpath, label, ov, progress):
-    enc = ov.get("encoding") or _csv_encoding(fpath, label)
+    enc, errors = (ov["encoding"], "strict") if ov.get("encoding") else _csv_encoding(fpath, label)
     # The first lines in full (a header line may be longer than any fixed-size sample: cutting it
     # would silently drop the later columns).
-    with open(fpath, encoding=enc, newline="") as fh:
+    with open(fpath, encoding=enc, errors=errors, newline="") as fh:
         head_text = "".join(itertools.islice(fh, _HEADER_SCAN_ROWS + 1))
     if not head_text.strip():
         raise BundleError(f"{label}: 文件为空 (file is empty) — export it again")
@@ -854,7 +891,7 @@ def _read_csv(role, fpath, label, ov, progress):
     total = _count_lines(fpath)
     parts, first = [], hidx + 2  # spreadsheet line number of the first data row
     try:
-        reader = pd.read_csv(fpath, encoding=enc, sep=delim, header=None, skiprows=hidx + 1, dtype=str,
+        reader = pd.read_csv(fpath, encoding=enc, encoding_errors=errors, sep=delim, header=None, skiprows=hidx + 1, dtype=str,
                              keep_default_na=False, na_filter=False, skip_blank_lines=False, chunksize=CHUNK,
                              names=range(len(names)), index_col=False)
         done = 0
@@ -1184,7 +1221,7 @@ def _value_text(v) -> str:
         if np.isnan(v):
             return ""
         return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else repr(float(v))
-    t = str(v).replace("\x00", "\\x00")
+    t = str(v).replace("\x00", "\\x00").encode("utf-8", errors="replace").decode("utf-8")
     return t if len(t) <= _VALUE_SHOWN else t[:_VALUE_SHOWN] + f"…（共 {len(t)} 字符）"
 
 

@@ -412,3 +412,42 @@ def test_csv_header_longer_than_64_kb_keeps_later_columns(tmp_path):
     assert {"uscc", "name", "lon", "lat", "township"} <= set(b.column_map["enterprises.csv"].values())
     assert sorted(b.tables["enterprises"]["uscc"]) == sorted(uscc(i) for i in range(1, 8))
     assert b.rejects.empty, b.messages()
+
+
+def test_one_gbk_line_in_a_utf8_csv_rejects_that_row_only(db_url, engine, tmp_path, monkeypatch):
+    bundle = write_bundle(tmp_path / "b", enterprises_extra=[_ent_row(8, 企业名称="补充八号有限公司")])
+    text = (bundle / "enterprises.csv").read_text(encoding="utf-8-sig")
+    lines = text.splitlines(keepends=True)
+    raw = b"".join(ln.encode("gbk") if i == len(lines) - 1 else ln.encode("utf-8") for i, ln in enumerate(lines))
+    (bundle / "enterprises.csv").write_bytes(b"\xef\xbb\xbf" + raw)
+    code, out = mujun_import(db_url, bundle, tmp_path, monkeypatch)
+    assert code == 3, out
+    hit = _reject_of(engine, "enterprises.csv", "name")
+    assert hit["row"] == 9 and hit["reason"].startswith("无法解码的文字：该行不是 UTF-8")
+    with engine.connect() as conn:
+        names = conn.execute(sa.text("SELECT name FROM enterprises ORDER BY uscc")).scalars().all()
+    assert len(names) == 7 and all("\ufffd" not in n for n in names)
+
+
+def test_invisible_characters_in_headers_and_utf16_csv(tmp_path):
+    """Pure: a doubled BOM / zero-width space in a header, and Excel's UTF-16 "Unicode text"."""
+    bundle = write_bundle(tmp_path / "b")
+    text = (bundle / "enterprises.csv").read_text(encoding="utf-8-sig")
+    (bundle / "enterprises.csv").write_text("\ufeff\ufeff" + text.replace("企业名称", "企业\u200b名称", 1), encoding="utf-8")
+    (bundle / "metrics.csv").write_text((bundle / "metrics.csv").read_text(encoding="utf-8-sig").replace(",", "\t"),
+                                        encoding="utf-16")
+    b = read_bundle(bundle)
+    assert {"uscc", "name"} <= set(b.column_map["enterprises.csv"].values())
+    assert len(b.tables["metrics"]) == 14 and b.tables["metrics"]["tax_paid"].notna().all()
+
+
+def test_unknown_cpg_is_named_and_the_bytes_decide(db_url, engine, tmp_path, monkeypatch):
+    d = _copy_case("import-cpg-says-utf8-data-is-gbk", tmp_path)
+    (d / "parcels.cpg").write_text("KLINGON-9", encoding="ascii")
+    code, out = mujun_import(db_url, d, tmp_path, monkeypatch)
+    assert code == 0, out
+    with engine.connect() as conn:
+        names = conn.execute(sa.text("SELECT owner_name FROM parcels ORDER BY parcel_code")).scalars().all()
+    assert names[0] == "宏达精密机械有限公司"
+    r = rejects(engine)
+    assert list(r["field"]) == ["parcels.cpg"] and "KLINGON-9 无法识别" in r["reason"][0]
