@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from app import db, store
 from app.api.layers import SHOWN_RUNS_SQL, land_in_year_sql
 from app.models import METRIC_COLUMNS, evaluation_runs
-from scoring import evaluate, explain_text, load_scheme, multiyear_status, run_fingerprint, scheme_hash
+from scoring import countable_land, evaluate, explain_text, load_scheme, multiyear_status, run_fingerprint, scheme_hash
 from scoring.scheme import Scheme
 
 _METRICS_SQL = ", ".join(f"m.{c}" for c in METRIC_COLUMNS)
@@ -186,11 +186,12 @@ def _history_digest(history: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(h.astype("string"), index=False).to_numpy().tobytes()).hexdigest()
 
 
-def _tax_per_mu(subjects: pd.DataFrame) -> np.ndarray:
-    """亩均税收 (税收还原 included), whatever indicators the scheme uses."""
+def _tax_per_mu(subjects: pd.DataFrame, sch: Scheme) -> np.ndarray:
+    """亩均税收 (税收还原 included), whatever indicators the scheme uses; none for land the
+    scheme counts as no land (无地, below ``landless.min_mu``)."""
     tax = subjects["tax_paid"].astype("float64").fillna(0) + subjects["tax_refund"].astype("float64").fillna(0)
     tax = tax.where(subjects["tax_paid"].notna())
-    land = subjects["land_area_mu"].astype("float64")
+    land = pd.Series(countable_land(subjects["land_area_mu"], sch), index=subjects.index)
     return (tax / land.where(land > 0)).to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -214,7 +215,7 @@ def _rating_rows(out: pd.DataFrame, subjects: pd.DataFrame, sch: Scheme) -> pd.D
         "band_grade": out["band_grade"].to_numpy(),
         "grade": out["grade"].to_numpy(),
         "colour": out["colour"].to_numpy(),
-        "tax_per_mu": _tax_per_mu(subjects.set_index("subject_id").loc[out["subject_id"]].reset_index()),
+        "tax_per_mu": _tax_per_mu(subjects.set_index("subject_id").loc[out["subject_id"]].reset_index(), sch),
         "indicators": indicators,
         "adjustments": out["adjustments"].tolist(),
         "explanation": explanations,

@@ -7,7 +7,7 @@ Pure pandas/numpy, no I/O besides reading scheme YAML files.
 True
 """
 
-from .engine import evaluate
+from .engine import countable_land, evaluate
 from .explain import explain_text
 from .fingerprint import run_fingerprint
 from .multiyear import differential_electricity, low_yield_land, multiyear_status, streaks
@@ -16,6 +16,7 @@ from .scheme import Scheme, SchemeError, list_presets, load_scheme, parse_scheme
 __all__ = [
     "Scheme",
     "SchemeError",
+    "countable_land",
     "differential_electricity",
     "evaluate",
     "explain_text",

@@ -330,6 +330,14 @@ def _derive(env: dict[str, np.ndarray], year: int, founded: pd.Series, scheme: S
     return landless
 
 
+def countable_land(land_mu, scheme: Scheme) -> np.ndarray:
+    """Land (亩) a per-mu value may be divided by: NaN where the scheme counts it as no land
+    (missing, or below ``scheme.landless.min_mu`` at the land precision). For figures computed
+    outside :func:`evaluate` (the stored 亩均税收 of a rating), so they follow the same rule."""
+    land = np.asarray(pd.to_numeric(pd.Series(land_mu), errors="coerce"), dtype=float)
+    return np.where(_landless(land, scheme), np.nan, land)
+
+
 def _landless(land_mu: np.ndarray, scheme: Scheme) -> np.ndarray:
     """无地: land missing or, rounded half-up to the land precision, below ``landless.min_mu`` 亩."""
     cfg = scheme.landless
