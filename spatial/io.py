@@ -348,6 +348,20 @@ def _derive_missing(role, raw: pd.DataFrame, mapping: dict, fpath: Path) -> None
             mapping[key] = "year"
 
 
+def _mojibake_hint(headers) -> str:
+    """Headers that are UTF-8 bytes shown as Latin-1 / cp1252 (``ç»ä¸ç¤¾ä¼`` for 统一社会): say so."""
+    for h in headers:
+        for enc in ("latin-1", "cp1252"):
+            try:
+                fixed = str(h).encode(enc).decode("utf-8")
+            except (UnicodeError, ValueError):
+                continue
+            if fixed != str(h) and any("\u4e00" <= ch <= "\u9fff" for ch in fixed):
+                return (f" — 表头是乱码：{h!r} 原本是 {fixed!r}（UTF-8 文字被按 {enc} 再次编码）(headers are "
+                        f"double-encoded mojibake) — 从原始数据重新导出为 CSV UTF-8")
+    return ""
+
+
 def _require_columns(role, label, mapping, headers, is_point_layer) -> None:
     have = set(mapping.values())
     need = [c for c in REQUIRED_COLUMNS[role] if not (is_point_layer and c in ("lon", "lat"))]
@@ -360,7 +374,8 @@ def _require_columns(role, label, mapping, headers, is_point_layer) -> None:
             f"{label}: 缺少必需列 " + ", ".join(f"{zh[c]}（{c}）" for c in missing)
             + f" (missing required column(s) {', '.join(missing)}); columns found: "
             + (", ".join(map(str, headers)) or "none")
-            + " — rename the column or map it with overrides={'" + role + "': {'columns': {SOURCE: CANONICAL}}}"
+            + (_mojibake_hint(headers) or
+               " — rename the column or map it with overrides={'" + role + "': {'columns': {SOURCE: CANONICAL}}}")
         )
     one_of = ONE_OF_REQUIRED.get(role)
     if one_of and not have.intersection(one_of):
@@ -501,7 +516,7 @@ def _read_layer(role, fpath: Path, label: str, ov: dict, crs_arg, progress, reje
         gdf, hints = _recode_cut_utf8(gdf, role, label, rejects)
     src = _resolve_crs(gdf, label, role, ov.get("crs"), crs_arg)
     gdf = gdf.set_crs(src, allow_override=True)
-    _check_area_of_use(gdf, label, role, src)
+    gdf = _check_area_of_use(gdf, label, role, src, rejects)
     out = to_crs_cached(gdf, TARGET_CRS)
     rows = np.arange(1, len(out) + 1)
     return out, rows, CRS.from_user_input(src).to_string(), hints
@@ -780,40 +795,77 @@ def _guess_crs(bounds) -> str:
     return ""
 
 
-def _check_area_of_use(gdf, label, role, src) -> None:
-    """Refuse coordinates that cannot be in the CRS they are labelled with (GK metres labelled 4326)."""
+def _check_area_of_use(gdf, label, role, src, rejects: "_Rejects | None" = None):
+    """Refuse coordinates that cannot be in the CRS they are labelled with (GK metres labelled 4326).
+
+    Judged per feature: when most features fit the CRS, the few that do not (a vertex typed
+    1000 km off, NaN coordinates) are rejected rows with their geometry cleared, not a refusal of
+    the whole file. Returns the layer (with those geometries set to None).
+    """
     crs = CRS.from_user_input(src)
-    bounds = gdf.total_bounds
-    if len(gdf) == 0 or not np.all(np.isfinite(bounds)):
-        return
-    minx, miny, maxx, maxy = bounds
+    geoms = gdf.geometry.values
+    present = ~np.asarray(shapely.is_missing(geoms) | shapely.is_empty(geoms), dtype=bool)
+    if len(gdf) == 0 or not present.any():
+        return gdf
+    b = shapely.bounds(geoms[present])
+    fits = _bounds_fit(crs, b)
+    if fits.sum() * 2 <= len(fits) or rejects is None:
+        if fits.all():
+            return gdf
+        _refuse_crs(crs, gdf.total_bounds, label, role)
+    if fits.all():
+        return gdf
+    idx = np.flatnonzero(present)[~fits]
+    bad_b = b[~fits]
+    rejects.add(label, idx + 1, "geometry",
+                [f"({x0:.6g}, {y0:.6g})–({x1:.6g}, {y1:.6g})" for x0, y0, x1, y1 in bad_b],
+                f"坐标超出坐标系 {crs.to_string()} 的范围（个别图形坐标错误，如多输了位数）(feature outside the area of use "
+                f"of {crs.to_string()}) — 修正该图形的坐标", "error")
+    new = np.asarray(geoms, dtype=object).copy()
+    new[idx] = None
+    return gdf.set_geometry(gpd.GeoSeries(new, index=gdf.index, crs=gdf.crs))
+
+
+def _bounds_fit(crs: CRS, b: np.ndarray) -> np.ndarray:
+    """Per feature (rows of minx, miny, maxx, maxy): do its corners lie in the CRS's area of use?"""
+    minx, miny, maxx, maxy = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    finite = np.all(np.isfinite(b), axis=1)
+    xs = np.column_stack([minx, maxx, minx, maxx])
+    ys = np.column_stack([miny, miny, maxy, maxy])
     if crs.is_geographic:
-        lon = np.array([minx, maxx])
-        lat = np.array([miny, maxy])
+        lon, lat = xs, ys
     else:
         t = _transformer(crs.to_wkt(), "EPSG:4326")
-        lon, lat = t.transform(np.array([minx, maxx, minx, maxx]), np.array([miny, miny, maxy, maxy]))
-        # Past the domain of the projection PROJ returns inf; check the round trip too.
-        if np.all(np.isfinite(lon)):
-            bx, by = _transformer("EPSG:4326", crs.to_wkt()).transform(lon, lat)
-            if not np.allclose(bx, [minx, maxx, minx, maxx], atol=1.0) or not np.allclose(by, [miny, miny, maxy, maxy], atol=1.0):
-                lon = np.array([np.inf])
+        with np.errstate(all="ignore"):
+            lon, lat = (np.asarray(a).reshape(xs.shape) for a in t.transform(xs.ravel(), ys.ravel()))
+            # Past the domain of the projection PROJ returns inf or folds back: check the round trip.
+            bx, by = (np.asarray(a).reshape(xs.shape)
+                      for a in _transformer("EPSG:4326", crs.to_wkt()).transform(lon.ravel(), lat.ravel()))
+            round_trip = np.all((np.abs(bx - xs) <= 1.0) & (np.abs(by - ys) <= 1.0), axis=1)
+        finite &= round_trip
+    with np.errstate(invalid="ignore"):
+        ok = finite & np.all(np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180), axis=1)
+        aou = crs.area_of_use
+        if aou is not None:
+            w, s_, e, n = aou.bounds
+            m = _AOU_MARGIN_DEG
+            in_lat = np.all((lat >= s_ - m) & (lat <= n + m), axis=1)
+            if e < w:  # area of use across the antimeridian: only the latitude test is meaningful
+                ok &= in_lat
+            else:
+                ok &= in_lat & np.all((lon >= w - m) & (lon <= e + m), axis=1)
+    return ok
+
+
+def _refuse_crs(crs: CRS, bounds, label, role):
+    minx, miny, maxx, maxy = bounds
     aou = crs.area_of_use
-    ok = np.all(np.isfinite(lon)) and np.all(np.isfinite(lat)) and np.all(np.abs(lat) <= 90) and np.all(np.abs(lon) <= 180)
-    if ok and aou is not None:
-        w, s, e, n = aou.bounds
-        m = _AOU_MARGIN_DEG
-        if e < w:  # area of use across the antimeridian: only the latitude test is meaningful
-            ok = bool(np.all((lat >= s - m) & (lat <= n + m)))
-        else:
-            ok = bool(np.all((lon >= w - m) & (lon <= e + m) & (lat >= s - m) & (lat <= n + m)))
-    if not ok:
-        where = f" ({aou.name.rstrip('.')}: {aou.west}…{aou.east}°E, {aou.south}…{aou.north}°N)" if aou is not None else ""
-        raise BundleError(
-            f"{label}: 坐标与坐标系不符 (coordinates ({minx:.6g}, {miny:.6g})–({maxx:.6g}, {maxy:.6g}) lie outside "
-            f"the area of use of {crs.to_string()}{where}: the .prj / CRS metadata is probably wrong){_guess_crs(bounds)}"
-            f" — fix the .prj, or replace the CRS with overrides={{'{role}': {{'crs': 'EPSG:…'}}}}"
-        )
+    where = f" ({aou.name.rstrip('.')}: {aou.west}…{aou.east}°E, {aou.south}…{aou.north}°N)" if aou is not None else ""
+    raise BundleError(
+        f"{label}: 坐标与坐标系不符 (coordinates ({minx:.6g}, {miny:.6g})–({maxx:.6g}, {maxy:.6g}) lie outside "
+        f"the area of use of {crs.to_string()}{where}: the .prj / CRS metadata is probably wrong){_guess_crs(bounds)}"
+        f" — fix the .prj, or replace the CRS with overrides={{'{role}': {{'crs': 'EPSG:…'}}}}"
+    )
 
 
 # --------------------------------------------------------------------------------------------

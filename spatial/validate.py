@@ -258,7 +258,9 @@ def _drop_errors(df: pd.DataFrame, rej: _Rejects) -> tuple[pd.DataFrame, pd.Data
 def _check_geometry(gdf: gpd.GeoDataFrame, role: str, rej: _Rejects) -> gpd.GeoDataFrame:
     geom = gdf.geometry.values
     missing = np.asarray(shapely.is_missing(geom) | shapely.is_empty(geom), dtype=bool)
-    _add(rej, gdf, missing, "geometry", np.full(len(gdf), "", dtype=object), "几何为空 (empty or missing geometry)")
+    # a geometry the reader already rejected (coordinates outside the CRS) was cleared: one reason is enough
+    _add(rej, gdf, missing & ~_already(rej, gdf, "geometry"), "geometry", np.full(len(gdf), "", dtype=object),
+         "几何为空 (empty or missing geometry)")
     types = np.asarray(shapely.get_type_id(geom))
     polygonal = np.isin(types, [3, 6])  # Polygon, MultiPolygon
     wrong = ~missing & ~polygonal

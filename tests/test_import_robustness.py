@@ -451,3 +451,32 @@ def test_unknown_cpg_is_named_and_the_bytes_decide(db_url, engine, tmp_path, mon
     assert names[0] == "宏达精密机械有限公司"
     r = rejects(engine)
     assert list(r["field"]) == ["parcels.cpg"] and "KLINGON-9 无法识别" in r["reason"][0]
+
+
+def test_double_encoded_headers_are_named_as_mojibake(tmp_path):
+    from spatial.io import BundleError
+
+    bundle = write_bundle(tmp_path / "b")
+    text = (bundle / "enterprises.csv").read_text(encoding="utf-8-sig")
+    (bundle / "enterprises.csv").write_text(text.encode("utf-8").decode("latin-1"), encoding="utf-8")
+    with pytest.raises(BundleError, match="表头是乱码：.*原本是 '统一社会信用代码'"):
+        read_bundle(bundle)
+
+
+def test_one_feature_far_off_is_a_rejected_row_not_a_refusal(db_url, engine, tmp_path, monkeypatch):
+    """A vertex typed 1000 km off (outside EPSG:4549's zone) rejects that parcel; the rest load."""
+    bundle = write_bundle(tmp_path / "b")
+
+    def edit(g):
+        g.loc[2, "geometry"] = Polygon([(X0, Y0), (X0 + 1e6, Y0), (X0 + 1e6, Y0 + 60), (X0, Y0 + 60)])
+        return g
+
+    _rewrite_parcels(bundle, edit)
+    code, out = mujun_import(db_url, bundle, tmp_path, monkeypatch)
+    assert code == 3, out
+    r = rejects(engine)
+    hit = r[(r["file"] == "parcels.geojson") & (r["severity"] == "error")]
+    assert list(hit["row"]) == [3] and hit["reason"].iloc[0].startswith("坐标超出坐标系 EPSG:4549 的范围")
+    with engine.connect() as conn:
+        codes = conn.execute(sa.text("SELECT parcel_code FROM parcels ORDER BY 1")).scalars().all()
+    assert codes == [parcel_code(i) for i in (1, 2, 4, 5, 6)]
