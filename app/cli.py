@@ -151,9 +151,21 @@ def sample(out: Path = typer.Option(..., help="directory to write the bundle to"
 
 @cli.command("import")
 def import_(bundle: Path = typer.Argument(..., exists=True, help="bundle directory (see data/README.md)"),
-            crs: str = typer.Option(None, help="CRS for layers that lack one, e.g. EPSG:4549")) -> None:
-    """Import a county's bundle: all valid rows land together, rejected rows are listed."""
-    from app.ingest import import_bundle
+            crs: str = typer.Option(None, help="CRS for layers that lack one, e.g. EPSG:4549"),
+            year: int = typer.Option(None, help="the year this land delivery is the county's land of "
+                                                "(default: manifest.json, else the current land's year)"),
+            partial: bool = typer.Option(None, "--partial/--complete",
+                                         help="partial: only add and change land; complete (default): "
+                                              "land absent from the bundle is retired from YEAR on"),
+            allow_retire: bool = typer.Option(False, "--allow-retire",
+                                              help="confirm a complete delivery that retires more than "
+                                                   "MUJUN_RETIRE_MAX_SHARE (20 %) of the land")) -> None:
+    """Import a county's bundle: all valid rows land together, rejected rows are listed.
+
+    Exit codes: 2 bundle refused (unreadable, missing file or column, older than the current
+    land), 3 imported with rejected rows, 4 refused because it would retire too much land
+    (re-run with --allow-retire, or --partial)."""
+    from app.ingest import RETIRE_REFUSED_EXIT, DeliveryRefused, import_bundle
     from spatial.io import BundleError
 
     ready_url()
@@ -164,7 +176,12 @@ def import_(bundle: Path = typer.Argument(..., exists=True, help="bundle directo
             bar.update(task, description=f"{role}", completed=done, total=total or None)
 
         try:
-            report = import_bundle(db.engine(), bundle, crs=crs, progress=progress)
+            report = import_bundle(db.engine(), bundle, crs=crs, progress=progress, year=year,
+                                   partial=partial, allow_retire=allow_retire)
+        except DeliveryRefused as exc:
+            bar.stop()
+            fail(f"{exc}\n未导入任何数据 (nothing was imported).",
+                 code=RETIRE_REFUSED_EXIT if exc.retire else 2)
         except BundleError as exc:
             bar.stop()
             fail(f"{exc}\nNothing was imported.", code=2)
@@ -183,6 +200,11 @@ def _print_import(report) -> None:
         if name != "rejects":
             table.add_row(name, str(c["inserted"]), str(c["updated"]), str(c["unchanged"]))
     Console().print(table)
+    if report.land and not report.land.get("replayed"):
+        d = report.land
+        print(f"{d['year']} 年土地交付（{'全量' if d['mode'] == 'complete' else '增量'}）：未变 {d['kept']}，"
+              f"变更 {d['changed']}，新增 {d['new']}，分割 {d['split']}，合并 {d['merged']}，换码 {d['recoded']}，"
+              f"注销 {d['retired']} 宗")
     print(f"rejected rows: {report.errors}; warnings: {report.warnings}; report: {report.report_path}")
     if report.errors:
         worst = report.rejects[report.rejects["severity"] == "error"].head(10)
@@ -204,6 +226,28 @@ def match(rule: str = typer.Option("equal", help="split rule when no lease or bu
     print("data quality: " + ", ".join(f"{k} {v}" for k, v in report.quality.items())
           + f" (details: {report.report_path})")
     print("seconds: " + ", ".join(f"{k} {v}" for k, v in report.seconds.items()))
+
+
+land_cli = typer.Typer(help="Land over the years: compare the land of two years.", no_args_is_help=True)
+cli.add_typer(land_cli, name="land")
+
+
+@land_cli.command("diff")
+def land_diff_(old: int = typer.Argument(..., help="the earlier year"),
+               new: int = typer.Argument(..., help="the later year"),
+               out: Path = typer.Option(..., help="report file: .csv or .xlsx (Chinese headers)")) -> None:
+    """One row per piece of land: kept, changed, split, merged, recoded, new or retired, with
+    the related codes and both years' areas (亩); a summary is printed."""
+    from app.land_diff import land_diff, summary_text, write_diff
+
+    ready_url()
+    try:
+        diff = land_diff(db.engine(), old, new)
+        write_diff(diff, out)
+    except ValueError as exc:
+        fail(str(exc))
+    print(summary_text(diff, old, new))
+    print(f"明细 {len(diff)} 行已写入 {out}")
 
 
 # -- evaluation ----------------------------------------------------------------------------------

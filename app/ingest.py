@@ -89,7 +89,12 @@ class ImportReport:
 
 
 class DeliveryRefused(BundleError):
-    """A land delivery refused as a whole (too much land retired, or older than the current land)."""
+    """A land delivery refused as a whole: ``retire`` True when it would retire too much land
+    (``mujun import`` exits with :data:`RETIRE_REFUSED_EXIT`), else older than the current land."""
+
+    def __init__(self, message: str, *, retire: bool = False):
+        super().__init__(message)
+        self.retire = retire
 
 
 @db.county_locked("import")  # one import per county at a time: the second waits (issue 12)
@@ -274,7 +279,7 @@ def _check_retire(rec: Reconciled, current: gpd.GeoDataFrame, delivery: dict, se
             f"全量交付 {delivery['year']} 年将注销 {len(absent)} 宗土地、共 {lost / M2_PER_MU:,.2f} 亩"
             f"（占现有土地面积 {lost / total:.1%}，超过允许的 {settings.retire_max_share:.0%}）。"
             f"若确属实际情况，请加 --allow-retire 确认；若只是部分数据，请用 --partial 增量导入。"
-            f" (a complete delivery would retire {len(absent)} pieces, {lost:,.0f} m²)")
+            f" (a complete delivery would retire {len(absent)} pieces, {lost:,.0f} m²)", retire=True)
 
 
 def _land(bundle: Bundle, settings: Settings, metric=None) -> gpd.GeoDataFrame:

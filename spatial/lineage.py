@@ -146,11 +146,10 @@ def reconcile(current: gpd.GeoDataFrame, delivery: gpd.GeoDataFrame, *, complete
         elif len(part) == 1:
             j = next(iter(part))
             if c_part[j] == {i} and j not in coded:
-                claimed[j] = True
                 previous[i] = ccode[j]
                 if _family(prov[i]) == _family(ccode[j]):
-                    final[i], status[i] = ccode[j], "same"
-                else:
+                    final[i], status[i], claimed[j] = ccode[j], "same", True
+                else:  # the old code retires, with this one as its heir
                     final[i], status[i], mint[i] = prov[i], "recoded", not _registered_code(prov[i])
                     parents[i].append(ccode[j])
             else:
