@@ -382,7 +382,8 @@ def _eligibility(run: _Run, scheme: Scheme) -> None:
     if el.new_enterprise_years:
         run.exclude(env["age_years"] < el.new_enterprise_years, f"新办企业（成立不足{el.new_enterprise_years:g}年）")
     if scheme.landless.treatment == "exclude":
-        run.exclude(run.landless, _landless_text(env["land_area_mu"], scheme, "不计亩均指标，不参与有地企业排名"))
+        what = "不计亩均指标，不参与有地企业排名" if run.kind == "enterprise" else "不计亩均指标，不参与宗地排名"
+        run.exclude(run.landless, _landless_text(env["land_area_mu"], scheme, what, run.kind))
     if el.min_land_mu > 0:
         # 用地不足 X 亩 (不足 excludes X: exactly X 亩 is evaluated), at the land precision
         land = _rounded(run, "land_mu", env["land_area_mu"], el.min_land_mu)
@@ -397,12 +398,17 @@ def _rounded(run: _Run, name: str | None, values: np.ndarray, *bounds: float) ->
     return round_half_up(values, decimals)
 
 
-def _landless_text(land: np.ndarray, scheme: Scheme, what: str) -> np.ndarray:
-    """Per-row reason: ``无地企业（用地 0.00 亩，不足 0.01 亩）：…`` (Chinese, for explanations)."""
+def _landless_text(land: np.ndarray, scheme: Scheme, what: str, kind: str = "enterprise") -> np.ndarray:
+    """Per-row reason (Chinese, for explanations): ``无地企业（用地 0.00 亩，不足 0.01 亩）：…``;
+    for a parcel ``宗地面积过小（0.00 亩，不足 0.01 亩）：…``."""
     d = max(scheme.precision.of("land_mu"), constant_decimals(scheme.landless.min_mu))
+    if kind == "parcel":
+        head, missing, area = "宗地面积过小（", "面积缺失", ""
+    else:
+        head, missing, area = "无地企业（", "用地面积缺失", "用地 "
     shown = pd.Series(round_half_up(land, d)).map(
-        lambda v: "用地面积缺失" if np.isnan(v) else f"用地 {v:.{d}f} 亩，不足 {scheme.landless.min_mu:g} 亩")
-    return ("无地企业（" + shown + "）：" + what).to_numpy(dtype=object)
+        lambda v: missing if np.isnan(v) else f"{area}{v:.{d}f} 亩，不足 {scheme.landless.min_mu:g} 亩")
+    return (head + shown + "）：" + what).to_numpy(dtype=object)
 
 
 def _assign_lists(run: _Run, scheme: Scheme) -> None:

@@ -142,7 +142,8 @@ def build_explanations(run: "_Run", scheme: "Scheme", frame: pd.DataFrame) -> li
         if scheme.landless.treatment == "list" and lst.name == scheme.landless.list:
             from .engine import _landless_text
 
-            land_note = _landless_text(run.env["land_area_mu"][idx], scheme, f"列入{lst.name}名单，不计亩均指标").tolist()
+            land_note = _landless_text(run.env["land_area_mu"][idx], scheme, f"列入{lst.name}名单，不计亩均指标",
+                                       run.kind).tolist()
         for j, i in enumerate(idx.tolist()):
             indicators = []
             for ind in lst.indicators:

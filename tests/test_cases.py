@@ -188,7 +188,7 @@ def test_zero_area_parcel_changes_nobody_elses_grade(ring, db_url, second_db_url
     assert rated and all(area >= 0.01 and tpm < 1e3 for tpm, area in rated)
     # imported (then flagged as 无地 when rated) or rejected at import: either way never rated,
     # and no 亩均税收 is stored for it (maps, clusters and 低产田 read the stored figure)
-    assert all(reason.startswith("无地企业") and tpm is None for reason, tpm in flagged)
+    assert all(reason.startswith("宗地面积过小（0.00 亩，不足 0.01 亩）") and tpm is None for reason, tpm in flagged)
     if imported.returncode == 0:  # kept at import: then it is rated as 无地, with the reason
         assert len(flagged) == 1
 

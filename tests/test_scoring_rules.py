@@ -217,7 +217,7 @@ def test_follow_landlord_and_merge_into_parcel():
                             2024, kind="parcel"))
     # T2's 0 亩 parcel is 无地 (no 亩均 value); the tenant setting changes nothing for parcels
     assert parcel["evaluated"].tolist() == [True, True, True, False]
-    assert parcel.loc["T2", "excluded_reason"].startswith("无地企业（用地 0.00 亩")
+    assert parcel.loc["T2", "excluded_reason"] == "宗地面积过小（0.00 亩，不足 0.01 亩）：不计亩均指标，不参与宗地排名"
 
 
 def test_idle_parcels_and_parcel_lists():
