@@ -6,6 +6,13 @@ rule, correction coefficients, 倒扣分), bonus/penalty items, grade bands by r
 percentile, adjustment rules (定档/保档/降档/限档/提档), tenant treatment, idle land,
 warning colours and the multi-year rules (差别化电价, 低产田).
 
+Two settings keep grades off float noise and absent land (issue 11): ``precision`` — every
+comparison a scheme states is made on values rounded half-up to the decimals the 办法 publishes
+(default 2), and ``landless`` — land below ``min_mu`` (default 0.01 亩) is no land, so no per-mu
+value is computed and the subject is excluded as 无地企业 or put on the scheme's 无地 list. Bound
+direction is the operator written: Chinese legal usage 以上/以下 include the number (``>=``/``<=``),
+低于/不足/超过 exclude it (``<``/``>``); the presets quote the source wording of each bound.
+
 Errors name the file and the key path, e.g.::
 
     scoring/presets/huangyan_2022.yaml: lists[0].indicators[2].weight: must be ≥ 0
