@@ -454,3 +454,32 @@ def test_property_any_edits_conserve_area_and_keep_codes(edits):
         geoms[kept] = old_geom.loc[nxt.loc[kept, "identity_code"]].to_numpy()
         current = gpd.GeoDataFrame(nxt.drop(columns=["status", "provisional_code", "previous_code", "parents"]),
                                    geometry=geoms, crs=GK).assign(valid=True)
+
+
+def test_migration_0003_keeps_existing_land_readable(empty_db_url):
+    """Land and derived rows written before 0003 become one version valid from the earliest
+    metrics year, and the links of every metrics year; a downgrade keeps the current land."""
+    from app import db
+
+    db.upgrade(empty_db_url, "0002")
+    eng = sa.create_engine(empty_db_url)
+    geom = "ST_Multi(ST_GeomFromText('POLYGON((121 30,121.001 30,121.001 30.001,121 30))', 4490))"
+    with eng.begin() as conn:
+        conn.execute(sa.text(f"""
+            INSERT INTO enterprises (uscc, name) VALUES ('U1', 'e');
+            INSERT INTO metrics (uscc, year) VALUES ('U1', 2023), ('U1', 2024);
+            INSERT INTO parcels (identity_code, kind, area_m2, area_mu, geom) VALUES ('R-1', 'registered', 1, 1, {geom});
+            INSERT INTO land_links (identity_code, uscc, role, method, confidence)
+                VALUES ('R-1', 'U1', 'owner_occupier', 'owner_code', 1);
+            INSERT INTO enterprise_land (uscc, land_area_m2, land_area_mu, parcel_count) VALUES ('U1', 1, 1, 1)"""))
+    db.upgrade(empty_db_url)
+    with eng.connect() as conn:
+        assert conn.execute(sa.text("SELECT identity_code, valid_from, valid_to FROM parcels")).all() == \
+            [("R-1", 2023, None)]
+        assert conn.execute(sa.text("SELECT year FROM land_links ORDER BY year")).scalars().all() == [2023, 2024]
+        assert conn.execute(sa.text("SELECT year FROM enterprise_land ORDER BY year")).scalars().all() == [2023, 2024]
+    db.downgrade(empty_db_url, "0002")
+    with eng.connect() as conn:
+        assert conn.execute(sa.text("SELECT identity_code FROM parcels")).scalars().all() == ["R-1"]
+        assert conn.execute(sa.text("SELECT count(*) FROM land_links")).scalar() == 1
+    eng.dispose()
