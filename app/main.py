@@ -52,6 +52,14 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     # One error mapping for every endpoint (app/api/errors.py): 400 / 401 / 403 / 404 / 503, never a trace.
     errors.install(app)
+    _openapi = app.openapi
+
+    def openapi() -> dict:  # the document says what the endpoints really answer (errors.py)
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.document_responses(_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.get("/healthz", tags=["service"], summary="Service, database, PostGIS and schema status",
              responses={503: {"description": "database down, or every pooled connection busy",

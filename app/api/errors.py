@@ -162,3 +162,69 @@ class NulGuard:
                 await json_error(400, "InvalidParameterValue", problem)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+# ------------------------------------------------------------------------------- OpenAPI
+
+#: The error body every endpoint answers with (OGC API style).
+ERROR_SCHEMA = {"type": "object", "required": ["code", "description"],
+                "properties": {"code": {"type": "string"}, "description": {"type": "string"}}}
+
+_ERRORS = {
+    "400": "invalid parameter (named in the description)",
+    "401": "no or unknown API key where one is needed",
+    "403": "the key's role or region does not allow this",
+    "404": "no such collection, feature, layer, run, land or enterprise",
+    "503": "statement timeout, every pooled connection busy, or database down (Retry-After)",
+}
+
+#: Media types of successful answers that are not plain JSON, by path (the rest: application/json).
+_SUCCESS_TYPES = {
+    "/": ["application/json", "application/vnd.oai.openapi+json;version=3.0"],
+    "/collections/{collection_id}/queryables": ["application/schema+json"],
+    "/collections/{collection_id}/schema": ["application/schema+json"],
+    "/collections/{collection_id}/items": ["application/geo+json"],
+    "/collections/{collection_id}/items.geojson": ["application/geo+json"],
+    "/collections/{collection_id}/items/{feature_id}": ["application/geo+json"],
+    "/collections/{collection_id}/export.geojson": ["application/geo+json"],
+    "/collections/{collection_id}/export.fgb": ["application/flatgeobuf"],
+    "/tiles/{layer}/{z}/{x}/{y}.pbf": ["application/vnd.mapbox-vector-tile"],
+    "/clusters": ["application/json", "application/geo+json"],
+    "/styles/{layer}/maplibre.json": ["application/vnd.mapbox.style+json"],
+    "/styles/{layer}.qml": ["application/vnd.qgis.qml"],
+    "/styles/{layer}.sld": ["application/vnd.ogc.sld+xml;version=1.1"],
+}
+
+
+def document_responses(doc: dict) -> dict:
+    """Make the OpenAPI document say what the endpoints really answer: the success media types,
+    ``304`` where an ETag applies, and the error statuses of :func:`error_response` with their
+    JSON body — instead of FastAPI's ``422`` (validation errors are 400 here)."""
+    from app.api.layers import LAYERS
+
+    comps = doc.setdefault("components", {}).setdefault("schemas", {})
+    comps["Error"] = ERROR_SCHEMA
+    comps.pop("HTTPValidationError", None)
+    comps.pop("ValidationError", None)
+    err = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path, ops in doc.get("paths", {}).items():
+        for op in ops.values():
+            for prm in op.get("parameters", []):  # layer names are a closed list: say so
+                if prm.get("name") in ("collection_id", "layer") and "schema" in prm:
+                    default = {"default": prm["schema"]["default"]} if "default" in prm["schema"] else {}
+                    prm["schema"] = {"type": "string", "enum": list(LAYERS), **default}
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            ok = responses.setdefault("200", {"description": "OK"})
+            types = _SUCCESS_TYPES.get(path)
+            if types:
+                ok["content"] = {t: {} for t in types}
+            elif not ok.get("content"):
+                ok["content"] = {"application/json": {}}
+            if path != "/healthz":
+                responses.setdefault("304", {"description": "Not Modified (If-None-Match matched the ETag)"})
+            for status, what in _ERRORS.items():
+                responses.setdefault(status, {"description": what, "content": err})
+            if path == "/healthz":
+                responses["503"] = {"description": "database down or pool busy", "content": {"application/json": {}}}
+    return doc
