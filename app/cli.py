@@ -352,12 +352,33 @@ def explain(code: str = typer.Argument(..., help="USCC (enterprise) or 宗地身
 
 # -- data out ------------------------------------------------------------------------------------
 @cli.command()
-def export(what: str = typer.Argument(..., help="links | parcels | enterprises | sublots | rejects"),
-           out: Path = typer.Option(..., help="file: .csv, .xlsx (Chinese headers) or .gpkg")) -> None:
-    """Export a table for analysts (Excel) and GIS users (GeoPackage)."""
+def export(what: str = typer.Argument(..., help="ratings | links | parcels | enterprises | sublots | rejects"),
+           out: Path = typer.Option(..., help="file: .csv, .xlsx (Chinese headers) or .gpkg"),
+           year: int = typer.Option(None, help="ratings: the year whose published run is listed"),
+           run: int = typer.Option(None, help="ratings: a given run instead of the published one"),
+           level: str = typer.Option("enterprise", help="ratings: enterprise (经营主体) | parcel (宗地)"),
+           list_name: str = typer.Option(None, "--list", help="ratings: one list only (规上, 规下 …)"),
+           grades: str = typer.Option(None, help="ratings: grades to list, e.g. C,D"),
+           region: str = typer.Option(None, help="ratings: one township (镇街) only")) -> None:
+    """Export a table for analysts (Excel) and GIS users (GeoPackage); ``ratings`` is the
+    公示名单 of a year: one sheet per list, Chinese headers and values, rounded as published."""
+    ready_url()
+    if what == "ratings":
+        from app.lists import export_ratings
+
+        if year is None and run is None:
+            fail("请用 --year 指定年份（或用 --run 指定评价批次）")
+        try:
+            rl = export_ratings(db.engine(), out, year=year, run_id=run, level=level, list_name=list_name,
+                                grades=[g.strip() for g in grades.split(",") if g.strip()] if grades else None,
+                                region=region)
+        except (ValueError, LookupError) as exc:
+            fail(str(exc))
+        print(f"{rl.year} 年{'经营主体' if rl.level == 'enterprise' else '宗地'}名单：{len(rl.frame)} 行，"
+              f"评价批次 {rl.run_id}（{rl.scheme}），已写入 {out}")
+        return
     from app.export import export_table
 
-    ready_url()
     try:
         n = export_table(db.engine(), what, out)
     except ValueError as exc:
