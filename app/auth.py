@@ -61,7 +61,7 @@ CONFIDENTIALITY: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
                 "warnings", "history", "band_grade", "adjustments", "excluded_reason"),
      "items, tiles, exports, archives",
      "order and reasons without magnitudes reveal no figure"),
-    ("analyst", ("score", "total", "points", "tax_per_mu", "indicators", "metrics",
+    ("analyst", ("score", "total", "points", "compared", "tax_per_mu", "indicators", "metrics",
                  "electricity_surcharge_yuan", "electricity_refund_yuan", "total_tax_wan",
                  "mean_tax_per_mu", "gain_wan", "explanation_text", "max_tax_per_mu"),
      "items, tiles, exports, archives, clusters",

@@ -59,6 +59,13 @@ def county(_template, pg_admin_url):
         conn.execute(sa.text("UPDATE parcel_ratings SET score = 2 * tax_per_mu, "
                              "explanation = jsonb_set(explanation, '{total}', to_jsonb(2 * tax_per_mu)) "
                              "WHERE run_id = :r AND tax_per_mu IS NOT NULL"), {"r": c.runs["2024"]})
+        # a 降档 rule fired on one parcel: its explanation says what it compared (a figure)
+        adj = '[{"rule": "亩均税收低于5降档", "kind": "降档", "when": "tax_per_mu < 5", ' \
+              '"compared": "亩均税收 2.00 万元/亩", "from": "C", "to": "D", "changed": true}]'
+        conn.execute(sa.text("UPDATE parcel_ratings SET adjustments = CAST(:a AS jsonb), "
+                             "explanation = jsonb_set(explanation, '{adjustments}', CAST(:a AS jsonb)) "
+                             "WHERE run_id = :r AND identity_code = :c"),
+                     {"a": adj, "r": c.runs["2024"], "c": identity(1, 0)})
         conn.execute(sa.text("UPDATE data_version SET version = version + 1"))
     eng.dispose()
     yield c
@@ -139,8 +146,9 @@ def test_single_indicator_score_gives_away_the_figure_so_it_is_one(client, count
         assert not any("score" in f["properties"] for f in tile["parcels"]["features"])
         for r in ("/collections/parcels/items?sortby=-score", "/collections/parcels/items?filter=score%3E1"):
             assert client.get(r, headers=hh).status_code == 400
-    a = client.get(f"/parcels/{identity(1, 0)}", headers=hv).json()["ratings"][-1]
+    a = next(x for x in client.get(f"/parcels/{identity(1, 0)}", headers=hv).json()["ratings"] if x["year"] == 2024)
     assert "score" not in a and not {"total", "points", "value"} & set(str(a["explanation"]).split("'"))
+    assert a["adjustments"][0]["kind"] == "降档" and "2.00" not in str(a)  # the rule, not what it compared
     a = next(x for x in client.get(f"/parcels/{identity(1, 0)}", headers=ha).json()["ratings"] if x["year"] == 2024)
     assert a["score"] == 2 * a["tax_per_mu"] and a["explanation"]["total"] == a["score"]
 

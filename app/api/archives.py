@@ -170,7 +170,7 @@ _RATING_ANALYST = ("score", "tax_per_mu", "indicators", "electricity_surcharge_y
 #: Scores and totals are figures too: in a single-indicator list score ÷ 亩均税收 is one constant
 #: (app.auth.CONFIDENTIALITY), and ``capped`` with the scheme's cap bounds the value.
 _FIGURE_KEYS = {"value", "values", "baseline", "points", "coefficient", "raw", "explanation_text", "text",
-                "tax_per_mu", "tax", "total", "score", "capped", *METRIC_COLUMNS}
+                "tax_per_mu", "tax", "total", "score", "capped", "compared", *METRIC_COLUMNS}
 _KEEP_POINTS_IN = {"bonus", "penalty"}  # fixed scheme points of bonus/penalty items are not figures
 
 
@@ -208,6 +208,9 @@ def shape_rating(row: dict, who: Principal) -> dict:
             out["explanation_text"] = _explanation_text(expl)
         else:
             out["explanation"] = strip_figures(expl)
+            # an adjustment says what it compared ("亩均税收 6.00 万元/亩"): a figure
+            if "adjustments" in out:
+                out["adjustments"] = strip_figures(out["adjustments"])
     return out
 
 
