@@ -3,6 +3,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 
 from spatial.identity import build_land
 from spatial.match import LINK_COLUMNS, assign_buildings, land_quality_report, match_enterprises
@@ -292,3 +293,37 @@ def test_registered_building_keeps_its_piece_over_point():
                          geometry=[rect(60, 30, 60, 40)], crs=CRS)
     links = match_enterprises(land, ents([("T1", pt(110, 50))]), buildings=b)
     assert _spatial_link(links, "T1")["identity_code"] == rid(1)
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cols=st.integers(2, 4), rows=st.integers(1, 3), widths=st.lists(st.integers(5, 80), min_size=4, max_size=4),
+       spots=st.lists(st.tuples(st.sampled_from(["vertex", "edge", "inside"]), st.integers(0, 3),
+                                st.floats(0, 1)), min_size=12, max_size=12))
+def test_owners_on_their_own_boundary_never_become_tenants(cols, rows, widths, spots):
+    """A grid of parcels of different widths sharing edges and vertices; each owner's point on a
+    vertex, an edge or inside its own parcel: every owner is linked to its own parcel only."""
+    xs = np.cumsum([0] + widths[:cols])
+    rows_def, k = [], 0
+    for r in range(rows):
+        for c in range(cols):
+            k += 1
+            rows_def.append((k, f"O{k}", rect(xs[c], 30 * r, xs[c + 1] - xs[c], 30)))
+    land = make_land(rows_def)
+    points = []
+    for (i, owner, geom), (where, corner, t) in zip(rows_def, spots):
+        x0, y0, x1, y1 = geom.bounds
+        cx, cy = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)][corner]
+        if where == "edge":
+            nx, ny = [(x1, y0), (x1, y1), (x0, y1), (x0, y0)][corner]
+            cx, cy = cx + t * (nx - cx), cy + t * (ny - cy)
+        elif where == "inside":
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        points.append((owner, shapely.Point(cx, cy)))
+    links = match_enterprises(land, ents(points))
+    own = {owner: rid(i) for i, owner, _ in rows_def}
+    assert (links["role"] != "tenant").all()
+    for owner, code in own.items():
+        assert set(link(links, owner)["identity_code"]) == {code}
