@@ -73,8 +73,8 @@ def _ratings(db_url: str) -> pd.DataFrame:
         eng.dispose()
 
 
-def _archive(db_url: str, uscc: str) -> dict:
-    """GET /enterprises/{uscc} (一企一档) as an analyst, through the real app."""
+def _archive(db_url: str, uscc: str, path: str | None = None) -> dict:
+    """GET /enterprises/{uscc} (一企一档), or ``path``, as an analyst, through the real app."""
     from fastapi.testclient import TestClient
 
     from app.auth import create_key
@@ -85,7 +85,7 @@ def _archive(db_url: str, uscc: str) -> dict:
         key = create_key(conn, "cases", "analyst")
     eng.dispose()
     with TestClient(create_app(database_url=db_url)) as client:
-        r = client.get(f"/enterprises/{uscc}", headers={"X-API-Key": key})
+        r = client.get(path or f"/enterprises/{uscc}", headers={"X-API-Key": key})
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -191,6 +191,11 @@ def test_zero_area_parcel_changes_nobody_elses_grade(ring, db_url, second_db_url
     assert all(reason.startswith("宗地面积过小（0.00 亩，不足 0.01 亩）") and tpm is None for reason, tpm in flagged)
     if imported.returncode == 0:  # kept at import: then it is rated as 无地, with the reason
         assert len(flagged) == 1
+        explained = _mujun(db_url, "explain", "330999001001GB00006", data_dir=tmp_path / "a")
+        assert explained.returncode == 0, explained.stderr
+        assert "未参评，宗地面积过小（0.00 亩，不足 0.01 亩）" in explained.stdout
+        parcel = _archive(db_url, "", "/parcels/R-330999001001GB00006")   # 一地一档
+        assert parcel["ratings"][-1]["excluded_reason"].startswith("宗地面积过小")
 
 
 def test_owner_point_on_shared_corner(db_url, tmp_path):
