@@ -105,3 +105,24 @@ def test_identical_inputs_identical_fingerprint_and_results(frame):
     copy = frame.copy(deep=True)
     assert run_fingerprint(frame, ZHEJIANG, 2024) == run_fingerprint(copy, ZHEJIANG, 2024)
     pd.testing.assert_frame_equal(evaluate(frame, ZHEJIANG, 2024), evaluate(copy, ZHEJIANG, 2024))
+
+
+@SETTINGS
+@given(enterprises(), st.lists(st.sampled_from([0.0, 1e-9, 2.9e-6, 0.004, None]), min_size=1, max_size=5),
+       st.sampled_from(["huangyan_2022", "zhejiang_default", "yongkang", "linshu", "huzhou_3"]))
+def test_landless_never_move_landed_grades(frame, lands, preset):
+    """Adding enterprises with no land, or land below 0.01 亩 (a degenerate parcel's 2e-8 m²),
+    changes nobody else's score, rank or grade, whatever their figures (issue 11)."""
+    scheme = load_scheme(preset)
+    extra = frame.iloc[[0] * len(lands)].copy()
+    extra["subject_id"] = [f"x{i}" for i in range(len(lands))]
+    extra["land_area_mu"] = lands
+    extra["tax_paid"] = 1e6   # per mu on 2e-8 m² this would be ~10¹⁶ 万元/亩
+    with_them = evaluate(pd.concat([frame, extra], ignore_index=True), scheme, 2024, explain=False)
+    alone = evaluate(frame, scheme, 2024, explain=False)
+    landed = with_them.iloc[:len(frame)].reset_index(drop=True)
+    for col in ("score", "grade", "rank", "rank_n", "evaluated"):
+        pd.testing.assert_series_equal(landed[col], alone[col], check_names=False)
+    x = with_them.iloc[len(frame):]
+    assert not x["evaluated"].any() and x["grade"].isna().all()
+    assert x["excluded_reason"].str.startswith("无地企业").all()
