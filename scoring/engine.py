@@ -484,6 +484,10 @@ def _score_list(run: _Run, scheme: Scheme, li: int, lst: ListSpec, prev: _Run | 
             raw = np.where(base > 0, value / base * ind.weight, np.nan)
         negative = (_when(run, ind.negative.when, keys_env, groups, key_names) & m
                     if ind.negative else np.zeros(n, bool))
+        neg_note = np.full(n, None, dtype=object)
+        if negative.any():
+            hit = np.flatnonzero(negative)
+            neg_note[hit] = _compared(run, scheme, ind.negative.when, keys_env, hit, groups)
         # 倒扣分 (临沭): below the baseline the item takes points off instead of adding them
         pts = np.where(negative, raw - ind.weight, raw)
         coef = _coefficient(run, ind)
@@ -505,7 +509,7 @@ def _score_list(run: _Run, scheme: Scheme, li: int, lst: ListSpec, prev: _Run | 
         total += np.where(m, pts, 0.0)
         run.detail[(li, ind.key)] = {
             "baseline": base, "coef": coef, "negative": negative, "capped": capped,
-            "missing": missing, "rule": rule, "raw": raw,
+            "missing": missing, "rule": rule, "raw": raw, "negative_note": neg_note,
         }
     plus, minus = np.zeros(n), np.zeros(n)
     for kind, acc in (("bonus", plus), ("penalty", minus)):
@@ -667,9 +671,10 @@ def _adjust(run: _Run, scheme: Scheme) -> None:
             })
 
 
-def _compared(run: _Run, scheme: Scheme, source: str, extra: dict, rows: np.ndarray) -> list[str]:
+def _compared(run: _Run, scheme: Scheme, source: str, extra: dict, rows: np.ndarray,
+              groups: GroupContext | None = None) -> list[str]:
     """For explanations: the values a condition compared, rounded as compared, per row
-    (``亩均税收 6.00 万元/亩``); flags and text are not shown."""
+    (``亩均税收 6.00 万元/亩``, ``同组平均亩均税收 7.10 万元/亩``); flags and text are not shown."""
     if len(rows) == 0:
         return []
     env = {**run.env, **extra}
@@ -677,13 +682,27 @@ def _compared(run: _Run, scheme: Scheme, source: str, extra: dict, rows: np.ndar
     expr = compile_expr(source, names, want=BOOLEAN, allow_group=True)
     bounds = [c.value for c in _constants(expr.tree)]
     titles = {ind.key: (ind.title, ind.unit) for lst in scheme.lists for ind in lst.indicators}
-    parts = []
-    for name in sorted(n for n in expr.names if names.get(n) == NUMBER):
-        d = max([run.precision(name), *(constant_decimals(b) for b in bounds)])
-        title, unit = titles.get(name) or DERIVED.get(name, (name, ""))[:2]
+
+    def title_of(name):
         if name == "score":
-            title, unit = "总分", ""
-        values = round_half_up(np.asarray(env[name], dtype=float)[rows], d)
+            return "总分", ""
+        return titles.get(name) or DERIVED.get(name, (name, ""))[:2]
+
+    shown = [(name, *title_of(name), np.asarray(env[name], dtype=float))
+             for name in sorted(n for n in expr.names if names.get(n) == NUMBER)]
+    if groups is not None:  # group_mean(x) / group_median(x): the statistic it compared with
+        for node in ast.walk(expr.tree):
+            if isinstance(node, ast.Call) and node.func.id in ("group_mean", "group_median") \
+                    and isinstance(node.args[0], ast.Name):
+                title, unit = title_of(node.args[0].id)
+                stat = "同组平均" if node.func.id == "group_mean" else "同组中位"
+                sub = compile_expr(ast.unparse(node), names, want=NUMBER, allow_group=True)
+                shown.append((node.args[0].id, stat + title, unit,
+                              evaluate_expr(sub, env, flag=run.flag, groups=groups, length=run.n)))
+    parts = []
+    for name, title, unit, column in shown:
+        d = max([run.precision(name), *(constant_decimals(b) for b in bounds)])
+        values = round_half_up(column[rows], d)
         suffix = f" {unit}" if unit else ""
         parts.append([f"{title} 缺失" if np.isnan(v) else f"{title} {v:.{d}f}{suffix}" for v in values.tolist()])
     if not parts:

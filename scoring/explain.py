@@ -54,7 +54,7 @@ def explain_text(explanation: dict) -> str:
         text = (f"{it['title']} {_v(it['value'])} {it['unit']}，基准 {_n(it['baseline'])}，"
                 f"权重 {_n(it['weight'])}")
         if it.get("negative"):
-            text += "，倒扣分"
+            text += f"，倒扣分（比较值：{it['negative_compared']}）" if it.get("negative_compared") else "，倒扣分"
         if it.get("coefficient", 1.0) != 1.0:
             text += f"，修正系数 ×{_n(it['coefficient'])}"
         if it.get("capped"):
@@ -128,7 +128,7 @@ def build_explanations(run: "_Run", scheme: "Scheme", frame: pd.DataFrame) -> li
                 run.values[ind.key][idx].tolist(), d["baseline"][idx].tolist(),
                 d["coef"][idx].tolist(), d["negative"][idx].tolist(), d["capped"][idx].tolist(),
                 d["missing"][idx].tolist(), run.points[ind.key][idx].tolist(),
-                _baseline_source(scheme, li, ind.key), d["rule"],
+                _baseline_source(scheme, li, ind.key), d["rule"], d["negative_note"][idx].tolist(),
             )
         items = {kind: [(it, run.items[(li, kind, k)][idx]) for k, it in enumerate(getattr(lst, kind))]
                  for kind in ("bonus", "penalty")}
@@ -147,11 +147,12 @@ def build_explanations(run: "_Run", scheme: "Scheme", frame: pd.DataFrame) -> li
         for j, i in enumerate(idx.tolist()):
             indicators = []
             for ind in lst.indicators:
-                v, b, c, neg, cap_hit, miss, pts, source, rule = cols[ind.key]
+                v, b, c, neg, cap_hit, miss, pts, source, rule, neg_note = cols[ind.key]
                 indicators.append({
                     "key": ind.key, "title": ind.title, "unit": ind.unit,
                     "value": _f(v[j]), "baseline": _f(b[j]), "baseline_source": source,
                     "weight": ind.weight, "coefficient": c[j], "negative": neg[j],
+                    "negative_compared": neg_note[j],
                     "cap": ind.cap, "capped": cap_hit[j], "points": pts[j],
                     "missing_rule": rule if miss[j] else None,
                 })

@@ -109,7 +109,8 @@ def test_cap_coefficient_and_negative():
                          scheme(neg), 2024))
     assert out.loc["e0", "va_per_energy_points"] == pytest.approx((0.5 - 1) * 20)   # −10
     assert out.loc["e1", "va_per_energy_points"] == pytest.approx(0.5 * 20)         # 10
-    assert "倒扣分" in explain_text(out.loc["e0", "explanation"])
+    # the explanation shows the values compared, rounded as compared (1 万元/亩 vs the mean 5)
+    assert "倒扣分（比较值：亩均税收 1.00，同组平均亩均税收 5.00）" in explain_text(out.loc["e0", "explanation"])
 
 
 def test_bonus_and_penalty():
