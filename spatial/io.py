@@ -576,6 +576,9 @@ def _check_shapefile(fpath: Path, label: str) -> None:
     if dbf is not None:
         with open(dbf, "rb") as fh:
             dh = fh.read(12)
+        if len(dh) < 12 or dbf.stat().st_size < max(struct.unpack("<H", dh[8:10])[0] if len(dh) >= 10 else 0, 33):
+            raise BundleError(f"{dbf.name}: 文件被截断 (truncated .dbf: {dbf.stat().st_size} bytes, its header is "
+                              f"incomplete) — export it again")
         if len(dh) == 12:
             n, hlen, rlen = struct.unpack("<IHH", dh[4:12])
             if dbf.stat().st_size < hlen + n * rlen:
@@ -809,7 +812,9 @@ def _check_area_of_use(gdf, label, role, src, rejects: "_Rejects | None" = None)
         return gdf
     b = shapely.bounds(geoms[present])
     fits = _bounds_fit(crs, b)
-    if fits.sum() * 2 <= len(fits) or rejects is None:
+    # The CRS is wrong when nothing fits, or most of a sizeable layer does not; otherwise the few
+    # features off the map are data errors of their own.
+    if not fits.any() or (len(fits) >= 10 and fits.sum() * 2 <= len(fits)) or rejects is None:
         if fits.all():
             return gdf
         _refuse_crs(crs, gdf.total_bounds, label, role)
