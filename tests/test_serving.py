@@ -197,7 +197,11 @@ BAD_REQUESTS = [
     ("/stats/grades?run=99999999999999999999", 400), ("/stats/grades?year=-99999999999", 400),
     ("/tiles/parcels/16/1/1.pbf?run=99999999999999999999", 400), ("/tiles/parcels.json?year=99999999999", 400),
     ("/collections/parcels/items?run=99999999999999999999", 400), ("/collections/parcels/items?year=99999999999", 400),
-    ("/tiles/parcels/99999999999/1/1.pbf", 400),
+    ("/tiles/parcels/99999999999/1/1.pbf", 400), ("/collections/parcels/items?offset=99999999999999999999", 400),
+    ("/collections/parcels/items?filter=area_mu%3D99999999999999999999999", 400),
+    # a geometry outside the filter-crs zone (PostGIS: "Point outside of projection domain")
+    ("/collections/parcels/items?filter=S_INTERSECTS(geometry,POINT(0%200))"
+     "&filter-crs=http://www.opengis.net/def/crs/EPSG/0/4520", 400),
     # NUL bytes in text parameters and paths
     ("/search?q=33%0001", 400), ("/parcels/R-%00", 400), ("/stats/grades?township=%00", 400),
     ("/clusters?township=a%00b", 400), ("/collections/parcels/items?township=%00", 400),
@@ -227,8 +231,9 @@ def test_fuzzing_500s_are_400s_naming_the_parameter(dense_client, path, status):
     assert body["code"] == "InvalidParameterValue" and body["description"]
     if "run=" in path or "year=" in path:
         assert ("run" in body["description"]) or ("year" in body["description"])
-    if "gap_m" in path:
-        assert "gap_m" in body["description"]
+    for name in ("gap_m", "offset", "bbox", "filter-lang", "township", "q"):
+        if f"{name}=" in path and "%00" not in path and "4520" not in path:
+            assert name in body["description"], (path, body)
 
 
 def test_statement_timeout_is_503_timeout_everywhere(dense_url, tmp_path_factory):

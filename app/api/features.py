@@ -612,7 +612,7 @@ def _items_response(request: Request, collection_id: str):
     limit = _int_param(request, "limit", 1, s.max_limit)
     if limit is None:
         limit = s.default_limit
-    offset = _int_param(request, "offset", 0)
+    offset = _int_param(request, "offset", 0, errors.INT64_MAX)
     token = request.query_params.get("after")
     if token and offset:
         raise _bad("use either after (from a next link) or offset, not both")
