@@ -491,8 +491,8 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except db.CountyBusy as exc:  # another import into this county did not finish in time
-        console.print(f"[bold red]错误：[/]{exc}")
-        sys.exit(3)
+        console.print(f"[bold red]错误：[/]{exc}（本次未导入任何数据）")
+        sys.exit(2)  # refused, nothing imported (the import's own exit code for a refusal)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,21 @@ def test_import_is_refused_when_the_county_stays_busy(engine, tmp_path):
     assert _counts(engine)["parcels"] == 0  # nothing landed
     import_bundle(engine, bundle, settings=settings)  # free again: the import runs
     assert _counts(engine)["parcels"] == 6
+
+
+def test_cli_import_refused_while_another_runs(engine, db_url, tmp_path):
+    """`mujun import` while another import holds the county: told in Chinese, exit 2, nothing lands."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bundle = write_bundle(tmp_path / "bundle")
+    env = os.environ | {"DATABASE_URL": db_url, "MUJUN_DATA_DIR": str(tmp_path / "var"), "MUJUN_LOCK_WAIT_S": "1",
+                        "COLUMNS": "200"}
+    with db.county_lock(engine, "import"):
+        p = subprocess.run([sys.executable, "-m", "app.cli", "import", str(bundle)], env=env,
+                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "本县已有一个导入任务在进行" in p.stderr and "未导入任何数据" in p.stderr
+    assert _counts(engine)["parcels"] == 0
