@@ -383,7 +383,9 @@ def _eligibility(run: _Run, scheme: Scheme) -> None:
         run.exclude(env["age_years"] < el.new_enterprise_years, f"新办企业（成立不足{el.new_enterprise_years:g}年）")
     if scheme.landless.treatment == "exclude":
         what = "不计亩均指标，不参与有地企业排名" if run.kind == "enterprise" else "不计亩均指标，不参与宗地排名"
-        run.exclude(run.landless, _landless_text(env["land_area_mu"], scheme, what, run.kind))
+        text = np.full(run.n, None, dtype=object)  # texts only where needed: few rows are 无地
+        text[run.landless] = _landless_text(env["land_area_mu"][run.landless], scheme, what, run.kind)
+        run.exclude(run.landless, text)
     if el.min_land_mu > 0:
         # 用地不足 X 亩 (不足 excludes X: exactly X 亩 is evaluated), at the land precision
         land = _rounded(run, "land_mu", env["land_area_mu"], el.min_land_mu)
@@ -406,9 +408,11 @@ def _landless_text(land: np.ndarray, scheme: Scheme, what: str, kind: str = "ent
         head, missing, area = "宗地面积过小（", "面积缺失", ""
     else:
         head, missing, area = "无地企业（", "用地面积缺失", "用地 "
-    shown = pd.Series(round_half_up(land, d)).map(
-        lambda v: missing if np.isnan(v) else f"{area}{v:.{d}f} 亩，不足 {scheme.landless.min_mu:g} 亩")
-    return (head + shown + "）：" + what).to_numpy(dtype=object)
+    # formatted once per distinct value: a county has few, and this runs over whole columns
+    codes, uniques = pd.factorize(round_half_up(land, d), use_na_sentinel=True)
+    texts = [f"{head}{area}{v:.{d}f} 亩，不足 {scheme.landless.min_mu:g} 亩）：{what}" for v in uniques]
+    texts.append(f"{head}{missing}）：{what}")  # code -1: NaN
+    return np.asarray(texts, dtype=object)[codes]
 
 
 def _assign_lists(run: _Run, scheme: Scheme) -> None:
