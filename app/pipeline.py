@@ -56,7 +56,7 @@ def land_years(conn: sa.Connection) -> list[int]:
     years = set(conn.execute(sa.text(
         "SELECT year FROM metrics UNION SELECT land_year FROM import_batches WHERE status = 'loaded' "
         "AND land_year IS NOT NULL UNION SELECT valid_from FROM parcels")).scalars())
-    return sorted(y for y in years if y is not None)
+    return sorted(y for y in years if y)  # 0 = undated rows: not a year of their own
 
 
 def load_land(conn: sa.Connection, year: int | None) -> gpd.GeoDataFrame:
@@ -111,14 +111,18 @@ def run_matching(engine: sa.Engine, *, rule: str = "equal", settings: Settings |
     with engine.connect() as conn:
         years = land_years(conn)
         data = load_inputs(conn, years[-1] if years else None)
-        lands = {y: load_land(conn, y) for y in years}
+        # one matching per distinct land (set of versions); years sharing it reuse it, so the
+        # geometry of each distinct land is read once
+        groups: dict[tuple, list[int]] = {}
+        for y in years:
+            ids = conn.execute(sa.text(f"SELECT version_id FROM {land_in_year_sql()} p ORDER BY version_id"),
+                               {"year": y}).scalars().all()
+            groups.setdefault(tuple(ids), []).append(y)
+        lands = {members[-1]: (data["land"] if members[-1] == years[-1] else load_land(conn, members[-1]))
+                 for members in groups.values()}
     step("load")
     if len(data["land"]) == 0:
         raise ValueError("no land in the database: run `mujun import BUNDLE_DIR` first")
-    # one matching per distinct land (set of versions); years sharing it reuse it
-    groups: dict[tuple, list[int]] = {}
-    for y in years:
-        groups.setdefault(tuple(lands[y]["version_id"].tolist()), []).append(y)
     results, quality, shared = [], {}, {}
     for members in groups.values():
         land_year = members[-1]

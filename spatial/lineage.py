@@ -11,6 +11,10 @@ The rules
 ---------
 * **By 宗地代码 first.** A registered piece whose code ``R-<宗地代码>`` is current keeps it, whatever
   its geometry does (镇海 宗地身份码: the registered code is the parcel's identity).
+* **The same land, nearly unchanged**: a new and a current piece whose intersection over union is
+  at least ``SAME_IOU`` (0.9) are paired first, highest IoU first (ties by code): each keeps its
+  code even where a delivery has pieces overlapping each other (two de-facto pieces drawn over one
+  yard), and a split that leaves ≥ 90 % of a piece is that piece, changed, plus a piece split off.
 * **By overlap otherwise.** A new piece ``n`` and a current piece ``c`` *overlap significantly*
   when their intersection is at least ``overlap_share`` (default ½) of the smaller of the two.
   Centimetre noise along a shared road or boundary gives slivers of a few thousandths, never ½; a
@@ -53,6 +57,9 @@ import pandas as pd
 import shapely
 
 __all__ = ["reconcile", "carry_corrections", "Reconciled", "STATUSES"]
+
+#: Two pieces overlapping this much (intersection over union) are the same land, nearly unchanged.
+SAME_IOU = 0.9
 
 #: Status of a delivered piece (``retired`` is for current pieces in ``Reconciled.retired``).
 STATUSES = ("kept", "changed", "new", "split", "merged", "recoded")
@@ -114,16 +121,34 @@ def reconcile(current: gpd.GeoDataFrame, delivery: gpd.GeoDataFrame, *, complete
     prov = new["identity_code"].to_numpy(dtype=object)
     nn, nc = len(new), len(cur)
 
-    pairs = _significant_pairs(ng, cg, overlap_share)
+    pairs, iou = _significant_pairs(ng, cg, overlap_share)
     by_code = {c: j for j, c in enumerate(ccode)}
-    # registered pieces continue their code whatever the geometry does
+    # 1. registered pieces continue their code whatever the geometry does
     cont = np.array([by_code.get(c, -1) if _registered_code(c) else -1 for c in prov], dtype=np.intp)
+    coded = set(cont[cont >= 0].tolist())
+    # 2. the same land, nearly unchanged: mutual best match with IoU >= SAME_IOU. Done before
+    #    splits and merges so that pieces that overlap each other within one delivery (two
+    #    de-facto pieces drawn over the same yard) each find their own continuation.
+    same_pair = {}
+    # highest IoU first; ties by code, so the result never depends on row order
+    pi = np.array([p[0] for p in pairs], dtype=np.intp)
+    pj = np.array([p[1] for p in pairs], dtype=np.intp)
+    order = np.lexsort((ccode[pj].astype(str), prov[pi].astype(str), -np.round(iou, 9))) if len(pairs) else []
+    n_taken, c_taken = set(np.flatnonzero(cont >= 0).tolist()), set(coded)
+    for k in order:
+        if iou[k] < SAME_IOU:
+            break
+        i, j = pairs[k]
+        if i in n_taken or j in c_taken:
+            continue
+        same_pair[i] = j
+        n_taken.add(i)
+        c_taken.add(j)
     n_part = [set() for _ in range(nn)]
     c_part = [set() for _ in range(nc)]
     for i, j in pairs:
         n_part[i].add(j)
         c_part[j].add(i)
-    coded = set(cont[cont >= 0].tolist())
 
     final = np.empty(nn, dtype=object)
     status = np.empty(nn, dtype=object)
@@ -134,24 +159,34 @@ def reconcile(current: gpd.GeoDataFrame, delivery: gpd.GeoDataFrame, *, complete
     mint = np.zeros(nn, dtype=bool)
 
     for i in range(nn):
-        j0 = cont[i]
+        j0 = cont[i] if cont[i] >= 0 else same_pair.get(i, -1)
         if j0 >= 0:
-            final[i], previous[i], claimed[j0] = ccode[j0], ccode[j0], True
-            status[i] = "same"
-            for j in sorted(n_part[i] - {j0}):  # land it absorbed
-                if j not in coded:
+            previous[i] = ccode[j0]
+            if cont[i] >= 0 or _family(prov[i]) == _family(ccode[j0]):
+                final[i], status[i], claimed[j0] = ccode[j0], "same", True
+            else:  # the old code retires, with this one as its heir
+                final[i], status[i], mint[i] = prov[i], "recoded", not _registered_code(prov[i])
+                parents[i].append(ccode[j0])
+            for j in sorted(n_part[i] - {j0}):  # land it absorbed from pieces that are gone
+                if j not in c_taken:
                     parents[i].append(ccode[j])
             continue
-        part = n_part[i]
-        if not part:
+        # 3. the rest by overlap with current pieces not already continued
+        part = {j for j in n_part[i] if j not in c_taken}
+        carved = sorted(j for j in n_part[i] if j in c_taken)  # from land that continues
+        if not part and not carved:
             final[i], status[i], mint[i] = prov[i], "new", True
+        elif not part:
+            final[i], status[i], mint[i] = prov[i], "split", True
+            parents[i].extend(ccode[j] for j in carved)
         elif len(part) == 1:
             j = next(iter(part))
-            if c_part[j] == {i} and j not in coded:
+            rest = {k for k in c_part[j] if k not in n_taken}
+            if rest == {i}:
                 previous[i] = ccode[j]
                 if _family(prov[i]) == _family(ccode[j]):
                     final[i], status[i], claimed[j] = ccode[j], "same", True
-                else:  # the old code retires, with this one as its heir
+                else:
                     final[i], status[i], mint[i] = prov[i], "recoded", not _registered_code(prov[i])
                     parents[i].append(ccode[j])
             else:
@@ -207,16 +242,18 @@ def reconcile(current: gpd.GeoDataFrame, delivery: gpd.GeoDataFrame, *, complete
 
 # --------------------------------------------------------------------------- helpers
 
-def _significant_pairs(ng: np.ndarray, cg: np.ndarray, share: float) -> list[tuple[int, int]]:
+def _significant_pairs(ng: np.ndarray, cg: np.ndarray, share: float) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """(new, current) pairs overlapping by at least ``share`` of the smaller, and their IoU."""
     if len(ng) == 0 or len(cg) == 0:
-        return []
+        return [], np.array([])
     ni, ci = shapely.STRtree(cg).query(ng, predicate="intersects")
     if len(ni) == 0:
-        return []
+        return [], np.array([])
     inter = shapely.area(shapely.intersection(ng[ni], cg[ci]))
-    smaller = np.minimum(shapely.area(ng[ni]), shapely.area(cg[ci]))
-    keep = (inter > 0) & (inter >= share * smaller)
-    return list(zip(ni[keep].tolist(), ci[keep].tolist()))
+    an, ac = shapely.area(ng[ni]), shapely.area(cg[ci])
+    keep = (inter > 0) & (inter >= share * np.minimum(an, ac))
+    iou = inter[keep] / (an[keep] + ac[keep] - inter[keep])
+    return list(zip(ni[keep].tolist(), ci[keep].tolist())), iou
 
 
 def _registered_code(code) -> bool:

@@ -483,3 +483,32 @@ def test_migration_0003_keeps_existing_land_readable(empty_db_url):
         assert conn.execute(sa.text("SELECT identity_code FROM parcels")).scalars().all() == ["R-1"]
         assert conn.execute(sa.text("SELECT count(*) FROM land_links")).scalar() == 1
     eng.dispose()
+
+
+def test_exports_read_the_land_of_their_year(two_years, tmp_path):
+    from app.export import export_table
+
+    eng = two_years["engine"]
+    n24 = export_table(eng, "parcels", tmp_path / "p24.csv", year=2024)
+    n25 = export_table(eng, "parcels", tmp_path / "p25.csv")  # default: the current land
+    assert (n24, n25) == (len(two_years["land24"]), len(_land(eng, 2025)))
+    l24 = pd.read_csv(tmp_path / "p24.csv", encoding="utf-8-sig")
+    assert f"R-{pcode(3)}" in set(l24["identity_code"]) and f"R-{pcode(103)}" not in set(l24["identity_code"])
+    export_table(eng, "links", tmp_path / "k25.csv", year=2025)
+    k25 = pd.read_csv(tmp_path / "k25.csv", encoding="utf-8-sig")
+    assert set(k25.loc[k25["uscc"] == uscc(1), "identity_code"]) == {f"R-{pcode(102)}"}
+
+
+def test_overlapping_pieces_of_one_delivery_each_keep_their_code():
+    """Two de-facto pieces drawn over the same yard (overlapping each other, as real deliveries
+    have): re-delivered with noise and in another order, each keeps its own code — no merge."""
+    p = gpd.GeoDataFrame({"parcel_code": [pcode(1)], "owner_uscc": [uscc(1)]}, geometry=[cell(1)], crs=GK)
+    yard = box(X0, Y0 - 100, X0 + 60, Y0 - 40)
+    d = gpd.GeoDataFrame({"user_uscc": [uscc(2), uscc(3)]},
+                         geometry=[yard, shapely.affinity.translate(yard, 5, 3)], crs=GK)
+    before = build_land(p, d, county_code=COUNTY)
+    rng = np.random.default_rng(5)
+    d2 = d.set_geometry(gpd.GeoSeries(_noisy(d.geometry, rng), crs=GK)).iloc[::-1]
+    out = reconcile(before, build_land(p, d2, county_code=COUNTY))
+    assert set(out.land["status"]) == {"kept"} and len(out.lineage) == 0 and len(out.retired) == 0
+    assert sorted(out.land["identity_code"]) == sorted(before["identity_code"])
