@@ -354,7 +354,9 @@ def explain(code: str = typer.Argument(..., help="USCC (enterprise) or 宗地身
 @cli.command()
 def export(what: str = typer.Argument(..., help="ratings | links | parcels | enterprises | sublots | rejects"),
            out: Path = typer.Option(..., help="file: .csv, .xlsx (Chinese headers) or .gpkg"),
-           year: int = typer.Option(None, help="ratings: the year whose published run is listed"),
+           year: int = typer.Option(None, help="ratings: the year whose published run is listed; "
+                                              "links/parcels/enterprises/sublots: the land and links of that year "
+                                              "(default the current land)"),
            run: int = typer.Option(None, help="ratings: a given run instead of the published one"),
            level: str = typer.Option("enterprise", help="ratings: enterprise (经营主体) | parcel (宗地)"),
            list_name: str = typer.Option(None, "--list", help="ratings: one list only (规上, 规下 …)"),
@@ -380,7 +382,7 @@ def export(what: str = typer.Argument(..., help="ratings | links | parcels | ent
     from app.export import export_table
 
     try:
-        n = export_table(db.engine(), what, out)
+        n = export_table(db.engine(), what, out, year=year)
     except ValueError as exc:
         fail(str(exc))
     print(f"{n} rows written to {out}")
