@@ -5,7 +5,8 @@ enterprises, 2 years of metrics, a lease; here extended with buildings, correcti
 column the format defines) gets 1–4 random corruptions: blank, mistyped, out-of-range, overlong
 and wrongly encoded cells in any column of any file; degenerate, self-intersecting, empty, huge,
 NaN, Z and non-polygon geometries; a Shapefile with a truncated or missing sidecar or a wrong
-.cpg; duplicated rows. Each bundle is imported through the CLI entry point in-process (typer's
+.cpg; a table saved as xlsx (numbers and codes as numbers, a formula without a cached value, a
+stray cell at XFD1048576, a date cell, title rows); duplicated rows. Each bundle is imported through the CLI entry point in-process (typer's
 CliRunner: the exit codes are the real ones) into one PostGIS database, imports piling up as in
 a county's life. The property:
 
@@ -144,7 +145,11 @@ shapefile_edit = st.tuples(
     st.sampled_from(["none", "truncate_shp", "truncate_shx", "truncate_dbf", "drop_shx", "drop_dbf", "drop_prj",
                      "drop_cpg", "cpg_utf8", "cpg_gbk", "cpg_junk"]),
     st.floats(0.0, 0.99))
-edits = st.lists(st.one_of(cell_edit(), geom_edit, dup_edit, encoding_edit, shapefile_edit), min_size=1, max_size=4)
+xlsx_edit = st.tuples(st.just("xlsx"), st.sampled_from(sorted(CSV_FILES)),
+                      st.sampled_from(["plain", "numbers", "formula", "far_cell", "date_cell", "title_rows"]),
+                      st.integers(0, 50))
+edits = st.lists(st.one_of(cell_edit(), geom_edit, dup_edit, encoding_edit, shapefile_edit, xlsx_edit),
+                 min_size=1, max_size=4)
 
 
 def apply(d: Path, edit) -> None:
@@ -216,6 +221,14 @@ def apply(d: Path, edit) -> None:
             path.write_bytes(b"\xef\xbb\xbf\xef\xbb\xbf" + text.encode("utf-8"))
         else:
             path.write_bytes(bytes(range(256)) * 8)
+    elif kind == "xlsx":
+        _, name, how, k = edit
+        path = d / name
+        df = _read_csv(path) if path.exists() else None
+        if df is None:
+            return
+        _to_xlsx(df, path.with_suffix(".xlsx"), how, k)
+        path.unlink()
     elif kind == "shapefile":
         _, enc, how, frac = edit
         src = d / "parcels.geojson"
@@ -243,6 +256,45 @@ def apply(d: Path, edit) -> None:
             (d / f"parcels.{how[5:]}").unlink(missing_ok=True)
         elif how.startswith("cpg_"):
             (d / "parcels.cpg").write_text({"cpg_utf8": "UTF-8", "cpg_gbk": "GBK", "cpg_junk": "KLINGON-9"}[how])
+
+
+def _to_xlsx(df: pd.DataFrame, path: Path, how: str, k: int) -> None:
+    """The table as Excel saves it: numbers as numbers ("numbers": codes too, as Excel does),
+    a formula without a cached value, a stray cell at XFD1048576, a date cell, title rows."""
+    import datetime as dt
+
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    if how == "title_rows":
+        ws.append(["2025年度亩均效益评价数据"])
+        ws.append([])
+    ws.append(list(df.columns))
+    for row in df.itertuples(index=False):
+        cells = []
+        for v in row:
+            try:
+                num = float(v)
+                cells.append(num if (how == "numbers" or not str(v).isdigit() or len(str(v)) < 6)
+                             and math.isfinite(num) else v)
+            except (TypeError, ValueError):
+                cells.append(v)
+        ws.append([c.replace("\x00", "") if isinstance(c, str) else c for c in cells])
+    r = 2 + k % max(len(df), 1) + (2 if how == "title_rows" else 0)
+    c = 1 + k % max(len(df.columns), 1)
+    if how == "formula":
+        ws.cell(row=r, column=c).value = "=B2*2"
+    elif how == "far_cell":
+        ws["XFD1048576"] = "x"
+    elif how == "date_cell":
+        ws.cell(row=r, column=c).value = dt.datetime(2024, 3, 4)
+    try:
+        wb.save(path)
+    except Exception:  # noqa: BLE001 — control characters openpyxl refuses to write: Excel could not either
+        ws2 = openpyxl.Workbook()
+        ws2.active.append(list(df.columns))
+        ws2.save(path)
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
