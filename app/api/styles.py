@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 from xml.sax.saxutils import escape, quoteattr
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from app.api.classification import Classification, for_run

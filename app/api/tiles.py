@@ -32,7 +32,7 @@ from functools import lru_cache
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
 from app.api.common import (MVT, RUN_QUERY, YEAR_QUERY, base_url, data_version, etag_response, json_error,
