@@ -15,7 +15,9 @@ a county's life. The property:
 * a refusal leaves every data table exactly as it was (row counts and content);
 * what was loaded is sane: no parcel below the minimum area, no non-finite or implausible figure.
 
-CI runs ``MUJUN_FUZZ_EXAMPLES`` examples (default 25, about a minute and a half); run more with
+The faults the importer once crashed on (:data:`KNOWN`) always run as explicit examples; on the
+code before issue 11 they fail (the XFD1048576 sheet aborts the process). Then CI runs
+``MUJUN_FUZZ_EXAMPLES`` random examples (default 25; about a minute in all); run more with
 ``MUJUN_FUZZ_EXAMPLES=500 .venv/bin/pytest tests/test_import_fuzz.py``. A failing example is
 printed by hypothesis as the list of corruptions, to be replayed as a test of its own.
 """
@@ -34,7 +36,7 @@ import pandas as pd
 import pyogrio
 import shapely
 import sqlalchemy as sa
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, example, given, settings, strategies as st
 from shapely.geometry import LineString, Point, Polygon, box
 
 from spatial.columns import CHINESE_HEADERS, COLUMNS, PLAUSIBLE_MAX
@@ -92,11 +94,13 @@ def base_bundle(root: Path) -> Path:
 
 # ------------------------------------------------------------------------------------ corruptions
 
-_NASTY_TEXT = st.one_of(
-    st.sampled_from(["", " ", "-", "无", "N/A", "0", "-5", "八十", "abc", "1e400", "-1e400", "inf", "nan",
+_NASTY = st.sampled_from(["", " ", "-", "无", "N/A", "0", "-5", "八十", "abc", "1e400", "-1e400", "inf", "nan",
                      "1.7e308", "99999999999999999999", "2024-03-04", "2024/3/4", "9.13309E+17", "TRUE",
                      "东湖\x00街道", "\x00", "东" * 4000, "=A1*2", "'0511", "１２３", " 3311 ", "\ufeff3311",
-                     "\u202e反向", "\ud7ff", "a,b\nc", '"', "\\"]),
+                     "\u202e反向", "\ud7ff", "a,b\nc", '"', "\\"])
+# Half of the values from the list of known troublemakers, half generated.
+_NASTY_TEXT = st.one_of(
+    _NASTY, _NASTY, _NASTY,
     st.text(min_size=0, max_size=40),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.integers(min_value=-10**25, max_value=10**25).map(str),
@@ -148,8 +152,22 @@ shapefile_edit = st.tuples(
 xlsx_edit = st.tuples(st.just("xlsx"), st.sampled_from(sorted(CSV_FILES)),
                       st.sampled_from(["plain", "numbers", "formula", "far_cell", "date_cell", "title_rows"]),
                       st.integers(0, 50))
-edits = st.lists(st.one_of(cell_edit(), geom_edit, dup_edit, encoding_edit, shapefile_edit, xlsx_edit),
-                 min_size=1, max_size=4)
+edits = st.lists(st.one_of(cell_edit(), cell_edit(), geom_edit, dup_edit, encoding_edit, shapefile_edit, xlsx_edit),
+                 min_size=1, max_size=6)
+
+#: Faults the importer once crashed on or silently stored (issue 11): always tried, then random ones.
+KNOWN = [
+    [("cell", "enterprises.csv", "企业名称", 2, "")],                       # 230-line DB traceback
+    [("cell", "enterprises.csv", "镇街", 1, "东" * 4000)],                  # index row too large
+    [("cell", "metrics.csv", "电表户号", 3, "33\x0001")],                  # NUL byte
+    [("cell", "metrics.csv", "实缴税金", 0, "1e400")],                      # stored as Infinity
+    [("cell", "metrics.csv", "从业人员", 0, "99999999999999999999")],       # Int64 overflow
+    [("geom", "parcels.geojson", 5, "degenerate")],                          # 2.9e12 万元/亩
+    [("xlsx", "enterprises.csv", "far_cell", 0)],                            # 512 GB allocation
+    [("xlsx", "metrics.csv", "formula", 3)],                                 # NULL over a stored figure
+    [("shapefile", "UTF-8", "cpg_gbk", 0.0)],                                # mojibake
+    [("shapefile", "GBK", "drop_dbf", 0.0)],                                 # "missing column parcel_code"
+]
 
 
 def apply(d: Path, edit) -> None:
@@ -321,6 +339,13 @@ def _sane(engine) -> list[str]:
     return problems
 
 
+def _known(test):
+    for corruptions in KNOWN:
+        test = example(corruptions=corruptions)(test)
+    return test
+
+
+@_known
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=os.environ.get("CI") is not None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(corruptions=edits)
