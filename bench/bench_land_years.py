@@ -175,7 +175,9 @@ def main() -> None:
         f"new {land.get('new', 0)}, split {land.get('split', 0)}, merged {land.get('merged', 0)}, "
         f"retired {land.get('retired', 0)}. Its extra cost over a fresh import is reading the current land "
         "back from PostGIS and the overlap matching of every delivered piece against it "
-        "(`spatial.lineage.reconcile`); in exchange only the changed pieces are written.",
+        "(`spatial.lineage.reconcile`); in exchange only the changed pieces are written. (Changed "
+        "pieces beyond the shrunk parcels are de-facto land next to them: clipped by registered land, "
+        "they take the freed strip.)",
     ]))
 
 

@@ -343,6 +343,16 @@ def test_land_diff_report(two_years, tmp_path):
     assert (back["状态"] == "分割").sum() == 3 and (back["状态"] == "注销").sum() == 1
     csv = pd.read_csv(write_diff(diff.reset_index(), tmp_path / "diff.csv"), encoding="utf-8-sig")
     assert list(csv.columns) == ["identity_code", "status", "related_codes", "area_mu_old", "area_mu_new"]
+    # the command: the file and a printed Chinese summary
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    env = {"DATABASE_URL": eng.url.render_as_string(hide_password=False), "MUJUN_DATA_DIR": str(tmp_path / "var")}
+    res = CliRunner().invoke(cli, ["land", "diff", "2024", "2025", "--out", str(tmp_path / "cli.xlsx")], env=env)
+    assert res.exit_code == 0, res.output
+    assert "2024 → 2025 年土地变化" in res.output and "分割 3 宗" in res.output and "注销 1 宗" in res.output
+    assert len(pd.read_excel(tmp_path / "cli.xlsx")) == len(diff)
 
 
 def test_archive_shows_versions_lineage_and_land_by_year(two_years):
