@@ -31,6 +31,8 @@ from typing import Any
 
 import orjson
 
+from pygeofilter import ast, values
+
 from app.api import cql2
 from app.api.layers import Layer, Prop, current_run_sql, explicit_run_sql, run_statuses
 
@@ -228,17 +230,40 @@ def set_sort(q: FeatureQuery, sortby: list[tuple[str, bool]]) -> None:
 
 # --------------------------------------------------------------------------------- CQL2
 
-def add_cql2(q: FeatureQuery, ast: cql2.Node, filter_crs: Crs) -> None:
-    """A parsed CQL2 filter as a WHERE condition over the caller's queryables."""
-    q.where.append(_Cql2Sql(q, filter_crs).boolean(ast))
+def add_cql2(q: FeatureQuery, node, filter_crs: Crs) -> None:
+    """A CQL2 filter (pygeofilter AST, from :mod:`app.api.cql2`) as a WHERE condition over the
+    caller's queryables: property names resolve through the layer registry and the caller's role
+    only; every literal is a bound parameter; geometry literals are in ``filter_crs`` (its axis
+    order). Raises :class:`QueryError` (a 400) for anything it cannot translate."""
+    q.where.append(_Cql2Sql(q, filter_crs).boolean(node))
+
+
+_CMP = {"EQ": "=", "NE": "<>", "LT": "<", "LE": "<=", "GT": ">", "GE": ">="}
+_SPATIAL = {"INTERSECTS": "ST_Intersects", "DISJOINT": "ST_Disjoint", "WITHIN": "ST_Within",
+            "CONTAINS": "ST_Contains", "EQUALS": "ST_Equals", "TOUCHES": "ST_Touches",
+            "OVERLAPS": "ST_Overlaps", "CROSSES": "ST_Crosses"}
+_ARITH = {"ADD": "+", "SUB": "-", "MUL": "*", "DIV": "/"}
 
 
 def _describe(node) -> str:
-    if isinstance(node, cql2.Prop):
+    if isinstance(node, ast.Attribute):
         return node.name
-    if isinstance(node, cql2.Lit):
-        return repr(node.value) if node.value is not None else "NULL"
+    if node is None:
+        return "NULL"
+    if isinstance(node, (str, int, float, bool, dt.date)):
+        return repr(node)
     return type(node).__name__.upper()
+
+
+def _finite_coords(coords) -> bool:
+    stack = [coords]
+    while stack:
+        c = stack.pop()
+        if isinstance(c, (list, tuple)):
+            stack.extend(c)
+        elif not (isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)):
+            return False
+    return True
 
 
 class _Cql2Sql:
@@ -249,10 +274,10 @@ class _Cql2Sql:
     def fail(self, msg: str):
         raise QueryError(f"filter: {msg}")
 
-    # scalar expressions → (sql, type)
+    # ---- scalar expressions → (sql, type)
     def scalar(self, n) -> tuple[str, str]:
         q = self.q
-        if isinstance(n, cql2.Prop):
+        if isinstance(n, ast.Attribute):
             if n.name.lower() in ("geometry", "geom"):
                 return q.layer.geom_sql, "geometry"
             p = q.queryables.get(n.name)
@@ -260,117 +285,161 @@ class _Cql2Sql:
                 self.fail(f"property {n.name!r} is not queryable in collection '{q.layer.id}'; "
                           f"queryables: geometry, {', '.join(q.queryables)}")
             return f"({p.sql})", p.type
-        if isinstance(n, cql2.Lit):
-            v = n.value
-            if n.kind == "date":
-                try:
-                    return q.bind(dt.date.fromisoformat(v), "date"), "date"
-                except ValueError:
-                    self.fail(f"DATE({v!r}) is not a date like '2024-12-31'")
-            if n.kind == "timestamp":
-                try:
-                    return q.bind(dt.datetime.fromisoformat(v.replace("Z", "+00:00")), "timestamptz"), "timestamp"
-                except ValueError:
-                    self.fail(f"TIMESTAMP({v!r}) is not a timestamp like '2024-12-31T00:00:00Z'")
-            if v is None:
-                return "NULL", "null"
-            if isinstance(v, bool):
-                return q.bind(v, "boolean"), "boolean"
-            if isinstance(v, int):
-                if abs(v) >= 2 ** 63:
-                    self.fail(f"integer {v} out of range")
-                return q.bind(v, "bigint"), "integer"
-            if isinstance(v, float):
-                return q.bind(v, "double precision"), "number"
-            return q.bind(str(v), "text"), "string"
-        if isinstance(n, cql2.Geom):
-            return geometry_in(f"ST_GeomFromText({q.bind(n.wkt, 'text')})", self.crs), "geometry"
-        if isinstance(n, cql2.Envelope):
-            if self.crs.geographic:
-                lo, hi = (n.miny, n.maxy) if self.crs.swap else (n.minx, n.maxx)  # longitudes
-                if lo < -180 or hi > 180:
-                    self.fail(f"BBOX longitude outside -180…180 in {self.crs.authid}")
-            env = (f"ST_MakeEnvelope({q.bind(n.minx, 'float8')}, {q.bind(n.miny, 'float8')}, "
-                   f"{q.bind(n.maxx, 'float8')}, {q.bind(n.maxy, 'float8')})")
-            return geometry_in(env, self.crs), "geometry"
-        if isinstance(n, cql2.Func):
-            sql, t = self.scalar(n.args[0])
-            if t != "string":
-                self.fail(f"{n.name.upper()}() takes a string, got {_describe(n.args[0])} ({t})")
-            return (f"lower({sql})" if n.name == "casei" else sql), "string"
-        if isinstance(n, cql2.Arith):
-            (ls, lt), (rs, rt) = self.scalar(n.left), self.scalar(n.right)
+        if n is None:
+            return "NULL", "null"
+        if isinstance(n, bool):
+            return q.bind(n, "boolean"), "boolean"
+        if isinstance(n, int):
+            if abs(n) >= 2 ** 63:
+                self.fail(f"integer {n} out of range")
+            return q.bind(n, "bigint"), "integer"
+        if isinstance(n, float):
+            if not math.isfinite(n):
+                self.fail("a number is out of range (not finite)")
+            return q.bind(n, "double precision"), "number"
+        if isinstance(n, str):
+            return q.bind(n, "text"), "string"
+        if isinstance(n, dt.datetime):
+            return q.bind(n, "timestamptz"), "timestamp"
+        if isinstance(n, dt.date):
+            return q.bind(n, "date"), "date"
+        if isinstance(n, values.Geometry):
+            return self.geometry(n.geometry), "geometry"
+        if isinstance(n, values.Envelope):  # CQL2-JSON {"bbox": [minx, miny, maxx, maxy]}
+            return self.envelope([n.x1, n.x2, n.y1, n.y2]), "geometry"
+        if isinstance(n, ast.Function):
+            return self.function(n)
+        if isinstance(n, ast.Arithmetic):
+            (ls, lt), (rs, rt) = self.scalar(n.lhs), self.scalar(n.rhs)
+            op = _ARITH[n.op.name]
             if lt not in _NUMERIC or rt not in _NUMERIC:
-                self.fail(f"'{n.op}' needs numbers, got {_describe(n.left)} ({lt}) and {_describe(n.right)} ({rt})")
-            if n.op == "/":
+                self.fail(f"'{op}' needs numbers, got {_describe(n.lhs)} ({lt}) and {_describe(n.rhs)} ({rt})")
+            if op == "/":
                 return f"(({ls})::float8 / NULLIF({rs}, 0))", "number"
-            return f"({ls} {n.op} {rs})", ("integer" if lt == rt == "integer" else "number")
-        if isinstance(n, (cql2.Cmp, cql2.Like, cql2.Between, cql2.In, cql2.IsNull, cql2.Spatial,
-                          cql2.And, cql2.Or, cql2.Not)):
+            return f"({ls} {op} {rs})", ("integer" if lt == rt == "integer" else "number")
+        if isinstance(n, ast.Node):
             return self.boolean(n), "boolean"
-        self.fail(f"unexpected {type(n).__name__}")
+        self.fail(f"unexpected {_describe(n)}")
 
-    def _compatible(self, a: str, b: str) -> bool:
-        return a == b or (a in _NUMERIC and b in _NUMERIC)
+    def function(self, n: ast.Function) -> tuple[str, str]:
+        name, args = n.name.lower(), n.arguments
+        if name == "lower":  # CASEI() (pygeofilter names it lower)
+            if len(args) != 1:
+                self.fail("CASEI() takes one argument")
+            sql, t = self.scalar(args[0])
+            if t != "string":
+                self.fail(f"CASEI() takes a string, got {_describe(args[0])} ({t})")
+            return f"lower({sql})", "string"
+        if name in ("bbox", "envelope"):  # CQL2 text BBOX(minx, miny, maxx, maxy[, …])
+            nums = list(args)
+            if len(nums) == 6:
+                nums = [nums[0], nums[1], nums[3], nums[4]]
+            if len(nums) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in nums):
+                self.fail("BBOX takes 4 numbers: minx, miny, maxx, maxy")
+            return self.envelope([float(v) for v in nums]), "geometry"
+        self.fail(f"unknown function {n.name.upper()}(); supported: CASEI, BBOX and the spatial functions "
+                  "S_INTERSECTS, S_DISJOINT, S_WITHIN, S_CONTAINS, S_EQUALS, S_TOUCHES, S_OVERLAPS, S_CROSSES")
 
+    def envelope(self, nums: list[float]) -> str:
+        if not all(math.isfinite(v) for v in nums):
+            self.fail("BBOX numbers must be finite")
+        if nums[0] > nums[2] or nums[1] > nums[3]:
+            self.fail("BBOX minimum must not exceed maximum")
+        if self.crs.geographic:
+            lo, hi = (nums[1], nums[3]) if self.crs.swap else (nums[0], nums[2])  # longitudes
+            if lo < -180 or hi > 180:
+                self.fail(f"BBOX longitude outside -180…180 in {self.crs.authid}")
+        q = self.q
+        env = (f"ST_MakeEnvelope({q.bind(nums[0], 'float8')}, {q.bind(nums[1], 'float8')}, "
+               f"{q.bind(nums[2], 'float8')}, {q.bind(nums[3], 'float8')})")
+        return geometry_in(env, self.crs)
+
+    def geometry(self, geojson: dict) -> str:
+        """A geometry literal, validated by shapely, bound as 2D WKB (data, never text)."""
+        import shapely
+        from shapely.geometry import shape
+
+        if not _finite_coords(_coords_of(geojson)):
+            self.fail("a geometry coordinate is out of range (not a finite number)")
+        try:
+            g = shapely.force_2d(shape(geojson))
+        except Exception:  # noqa: BLE001 - shapely's errors for malformed coordinates vary
+            self.fail(f"malformed {geojson.get('type', 'geometry')} coordinates")
+        if g.is_empty:
+            self.fail("an empty geometry matches nothing; give coordinates")
+        return geometry_in(f"ST_GeomFromWKB({self.q.bind(shapely.to_wkb(g), 'bytea')})", self.crs)
+
+    # ---- checks
     def _check(self, left, lt: str, right, rt: str, what: str) -> None:
         if lt == "null" or rt == "null":
             self.fail(f"{what} with NULL is never true; use '{_describe(left)} IS NULL'")
         if lt == "geometry" or rt == "geometry":
             self.fail(f"{what} on geometries; use S_INTERSECTS(geometry, …) or another spatial function")
-        if not self._compatible(lt, rt):
+        if not (lt == rt or (lt in _NUMERIC and rt in _NUMERIC) or {lt, rt} <= {"date", "timestamp"}):
             self.fail(f"type mismatch: {_describe(left)} ({lt}) {what} {_describe(right)} ({rt})")
 
-    # predicates → SQL boolean
+    # ---- predicates → SQL boolean
     def boolean(self, n) -> str:
-        if isinstance(n, cql2.And):
-            return "(" + " AND ".join(self.boolean(i) for i in n.items) + ")"
-        if isinstance(n, cql2.Or):
-            return "(" + " OR ".join(self.boolean(i) for i in n.items) + ")"
-        if isinstance(n, cql2.Not):
-            return f"(NOT {self.boolean(n.item)})"
-        if isinstance(n, cql2.Cmp):
-            (ls, lt), (rs, rt) = self.scalar(n.left), self.scalar(n.right)
-            self._check(n.left, lt, n.right, rt, n.op)
-            return f"({ls} {n.op} {rs})"
-        if isinstance(n, cql2.Like):
-            (ls, lt), (ps, pt) = self.scalar(n.expr), self.scalar(n.pattern)
-            if lt != "string" or pt != "string":
-                self.fail(f"LIKE needs strings, got {_describe(n.expr)} ({lt}) LIKE {_describe(n.pattern)} ({pt})")
-            return f"({ls} {'NOT ' if n.negated else ''}LIKE {ps})"
-        if isinstance(n, cql2.Between):
-            (es, et), (ls, lt), (hs, ht) = self.scalar(n.expr), self.scalar(n.low), self.scalar(n.high)
+        if isinstance(n, (ast.And, ast.Or)):
+            joiner = " AND " if isinstance(n, ast.And) else " OR "
+            return "(" + joiner.join(self.boolean(i) for i in cql2.flatten(n, type(n))) + ")"
+        if isinstance(n, ast.Not):
+            return f"(NOT {self.boolean(n.sub_node)})"
+        if isinstance(n, ast.Comparison):
+            op = _CMP[n.op.name]
+            (ls, lt), (rs, rt) = self.scalar(n.lhs), self.scalar(n.rhs)
+            self._check(n.lhs, lt, n.rhs, rt, op)
+            return f"({ls} {op} {rs})"
+        if isinstance(n, ast.Like):
+            if not isinstance(n.pattern, str):
+                self.fail("LIKE takes a pattern string, e.g. parcel_code LIKE '3301%'")
+            ls, lt = self.scalar(n.lhs)
+            if lt != "string":
+                self.fail(f"LIKE needs a string, got {_describe(n.lhs)} ({lt})")
+            return f"({ls} {'NOT ' if n.not_ else ''}LIKE {self.q.bind(n.pattern, 'text')})"
+        if isinstance(n, ast.Between):
+            (es, et), (ls, lt), (hs, ht) = self.scalar(n.lhs), self.scalar(n.low), self.scalar(n.high)
             if not (et in _NUMERIC and lt in _NUMERIC and ht in _NUMERIC):
-                self.fail(f"BETWEEN needs numbers, got {_describe(n.expr)} ({et})")
-            return f"({es} {'NOT ' if n.negated else ''}BETWEEN {ls} AND {hs})"
-        if isinstance(n, cql2.In):
-            es, et = self.scalar(n.expr)
+                self.fail(f"BETWEEN needs numbers, got {_describe(n.lhs)} ({et})")
+            return f"({es} {'NOT ' if n.not_ else ''}BETWEEN {ls} AND {hs})"
+        if isinstance(n, ast.In):
+            es, et = self.scalar(n.lhs)
             items = []
-            for v in n.values:
+            for v in n.sub_nodes:
                 vs, vt = self.scalar(v)
-                self._check(n.expr, et, v, vt, "IN")
+                self._check(n.lhs, et, v, vt, "IN")
                 items.append(vs)
-            return f"({es} {'NOT ' if n.negated else ''}IN ({', '.join(items)}))"
-        if isinstance(n, cql2.IsNull):
-            es, _ = self.scalar(n.expr)
-            return f"({es} IS {'NOT ' if n.negated else ''}NULL)"
-        if isinstance(n, cql2.Spatial):
-            (ls, lt), (rs, rt) = self.scalar(n.left), self.scalar(n.right)
+            if not items:
+                self.fail("IN needs at least one value")
+            return f"({es} {'NOT ' if n.not_ else ''}IN ({', '.join(items)}))"
+        if isinstance(n, ast.IsNull):
+            es, _ = self.scalar(n.lhs)
+            return f"({es} IS {'NOT ' if n.not_ else ''}NULL)"
+        if isinstance(n, ast.SpatialComparisonPredicate):
+            (ls, lt), (rs, rt) = self.scalar(n.lhs), self.scalar(n.rhs)
             if lt != "geometry" or rt != "geometry":
-                self.fail(f"{n.op.upper()} takes two geometries (the property 'geometry' and a WKT/BBOX "
-                          f"literal), got {_describe(n.left)} and {_describe(n.right)}")
-            fn = {"s_intersects": "ST_Intersects", "s_disjoint": "ST_Disjoint", "s_within": "ST_Within",
-                  "s_contains": "ST_Contains", "s_equals": "ST_Equals", "s_touches": "ST_Touches",
-                  "s_overlaps": "ST_Overlaps", "s_crosses": "ST_Crosses"}[n.op]
-            return f"{fn}({ls}, {rs})"
-        if isinstance(n, cql2.Lit) and isinstance(n.value, bool):
-            return "TRUE" if n.value else "FALSE"
-        if isinstance(n, (cql2.Prop, cql2.Func, cql2.Arith, cql2.Lit, cql2.Geom, cql2.Envelope)):
+                self.fail(f"S_{n.op.name} takes two geometries (the property 'geometry' and a WKT/BBOX "
+                          f"literal), got {_describe(n.lhs)} and {_describe(n.rhs)}")
+            return f"{_SPATIAL[n.op.name]}({ls}, {rs})"
+        if isinstance(n, ast.Include):
+            return "FALSE" if n.not_ else "TRUE"
+        if isinstance(n, bool):
+            return "TRUE" if n else "FALSE"
+        if isinstance(n, (ast.TemporalPredicate, ast.ArrayPredicate, ast.Relate, ast.SpatialDistancePredicate,
+                          ast.BBox, ast.Exists)):
+            self.fail(f"{type(n).__name__} is not supported here; see /conformance for the CQL2 classes served")
+        if isinstance(n, (ast.Attribute, ast.Function, ast.Arithmetic)):
             s, t = self.scalar(n)
             if t != "boolean":
                 self.fail(f"{_describe(n)} ({t}) is not a condition; compare it, e.g. {_describe(n)} = …")
             return s
-        self.fail(f"unexpected {type(n).__name__}")
+        self.fail(f"{_describe(n)} is not a condition")
+
+
+def _coords_of(geojson: dict):
+    if geojson.get("type") == "GeometryCollection":
+        return [_coords_of(g) for g in geojson.get("geometries") or []]
+    return geojson.get("coordinates")
 
 
 # -------------------------------------------------------------------------------- keyset
