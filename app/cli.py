@@ -352,7 +352,8 @@ def explain(code: str = typer.Argument(..., help="USCC (enterprise) or 宗地身
 
 # -- data out ------------------------------------------------------------------------------------
 @cli.command()
-def export(what: str = typer.Argument(..., help="ratings | links | parcels | enterprises | sublots | rejects"),
+def export(what: str = typer.Argument(..., help="ratings | low-yield | clusters | links | parcels | enterprises | "
+                                                 "sublots | rejects"),
            out: Path = typer.Option(..., help="file: .csv, .xlsx (Chinese headers) or .gpkg"),
            year: int = typer.Option(None, help="ratings: the year whose published run is listed; "
                                               "links/parcels/enterprises/sublots: the land and links of that year "
@@ -361,7 +362,11 @@ def export(what: str = typer.Argument(..., help="ratings | links | parcels | ent
            level: str = typer.Option("enterprise", help="ratings: enterprise (经营主体) | parcel (宗地)"),
            list_name: str = typer.Option(None, "--list", help="ratings: one list only (规上, 规下 …)"),
            grades: str = typer.Option(None, help="ratings: grades to list, e.g. C,D"),
-           region: str = typer.Option(None, help="ratings: one township (镇街) only")) -> None:
+           region: str = typer.Option(None, help="ratings: one township (镇街) only"),
+           threshold: float = typer.Option(None, help="low-yield: 亩均税收 below this (万元/亩) instead of the "
+                                                     "scheme's 低产田 standard"),
+           gap_m: float = typer.Option(30.0, help="clusters: largest gap (m) between parcels of one block"),
+           min_area_mu: float = typer.Option(0.0, help="clusters: smallest block (亩)")) -> None:
     """Export a table for analysts (Excel) and GIS users (GeoPackage); ``ratings`` is the
     公示名单 of a year: one sheet per list, Chinese headers and values, rounded as published."""
     ready_url()
@@ -378,6 +383,22 @@ def export(what: str = typer.Argument(..., help="ratings | links | parcels | ent
             fail(str(exc))
         print(f"{rl.year} 年{'经营主体' if rl.level == 'enterprise' else '宗地'}名单：{len(rl.frame)} 行，"
               f"评价批次 {rl.run_id}（{rl.scheme}），已写入 {out}")
+        return
+    if what in ("low-yield", "clusters"):
+        from app.lists import export_list
+
+        if year is None and run is None:
+            fail("请用 --year 指定年份（或用 --run 指定评价批次）")
+        gl = [g.strip() for g in grades.split(",") if g.strip()] if grades else None
+        kw = (dict(threshold=threshold) if what == "low-yield"
+              else dict(grades=gl, gap_m=gap_m, min_area_mu=min_area_mu))
+        try:
+            rl = export_list(db.engine(), what, out, year=year, run_id=run, region=region, **kw)
+        except (ValueError, LookupError) as exc:
+            fail(str(exc))
+        n = len(rl.frame) if what == "low-yield" else len(rl.clusters)
+        print(f"{rl.year} 年{'低效用地' if what == 'low-yield' else '连片低效用地'}名单：{n} "
+              f"{'宗' if what == 'low-yield' else '片'}，评价批次 {rl.run_id}，已写入 {out}")
         return
     from app.export import export_table
 

@@ -109,6 +109,35 @@ ORDER BY area_mu DESC, id"""
 
 
 
+def find_clusters(conn: sa.Connection, run_id: int, *, grades: list[str] | None = None,
+                  max_tax_per_mu: float | None = None, include_idle: bool = True, gap_m: float = 30.0,
+                  min_area_mu: float = 0.0, limit: int = MAX_LIMIT, township: str | None = None,
+                  who: Principal | None = None) -> list:
+    """The 连片低效用地 blocks of one run, largest first: rows of :func:`clusters_sql`.
+
+    A parcel is a candidate when its grade is in ``grades``, its 亩均税收 is below
+    ``max_tax_per_mu`` (万元/亩) or, with ``include_idle``, it is idle; ``gap_m`` (m) joins blocks,
+    ``min_area_mu`` (亩) drops small ones. ``who`` limits the land to the caller's region
+    (:meth:`Principal.region_clause`); ``None`` is the whole county (the CLI). Checking roles
+    and grades is the caller's job (the endpoint, :mod:`app.lists`).
+    """
+    crit, params = [], {}
+    if grades:
+        crit.append("r.grade = ANY(:grades)")
+        params["grades"] = list(grades)
+    if max_tax_per_mu is not None:
+        crit.append("r.tax_per_mu < :max_tax")
+        params["max_tax"] = max_tax_per_mu
+    if include_idle:
+        crit.append("r.idle")
+    region_sql, rp = who.region_clause("p.township") if who is not None else ("TRUE", {})
+    township_sql = "p.township = :township" if township else "TRUE"
+    params |= rp | {"run_id": run_id, "gap": gap_m, "half_gap": gap_m / 2, "min_area": min_area_mu,
+                    "limit": limit, "township": township}
+    return conn.execute(sa.text(clusters_sql(" OR ".join(crit) or "FALSE", region_sql, township_sql)),
+                        params).all()
+
+
 # --------------------------------------------------------------------------- endpoint
 
 
@@ -190,21 +219,9 @@ def get_clusters(
                 return json_error(400, "InvalidParameterValue",
                                   f"unknown grade(s) {', '.join(unknown)}; run {info.id} ({info.scheme_name}) "
                                   f"grades are {', '.join(scheme_grades)}")
-        crit, params = [], {}
-        if asked:
-            crit.append("r.grade = ANY(:grades)")
-            params["grades"] = asked
-        if max_tax_per_mu is not None:
-            crit.append("r.tax_per_mu < :max_tax")
-            params["max_tax"] = max_tax_per_mu
-        if include_idle:
-            crit.append("r.idle")
-        region_sql, rp = who.region_clause("p.township")
-        township_sql = "p.township = :township" if township else "TRUE"
-        params |= rp | {"run_id": info.id, "gap": gap_m, "half_gap": gap_m / 2, "min_area": min_area_mu,
-                        "limit": limit, "township": township}
-        rows = conn.execute(sa.text(clusters_sql(" OR ".join(crit) or "FALSE", region_sql, township_sql)),
-                            params).all()
+        rows = find_clusters(conn, info.id, grades=asked, max_tax_per_mu=max_tax_per_mu,
+                             include_idle=include_idle, gap_m=gap_m, min_area_mu=min_area_mu, limit=limit,
+                             township=township, who=who)
 
     effective = {"grades": asked, "max_tax_per_mu": max_tax_per_mu, "include_idle": include_idle,
                  "gap_m": gap_m, "min_area_mu": min_area_mu, "target_tax_per_mu": target_tax_per_mu,

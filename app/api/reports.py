@@ -1,0 +1,109 @@
+"""What a bureau publishes and prints, downloaded from the web map.
+
+* ``GET /lists/{kind}.xlsx`` (or ``.csv``) — the 公示名单 of a year as :mod:`app.lists` writes
+  them for ``mujun export``: ``ratings`` (经营主体 or 宗地, ``level=``), ``low-yield`` (低效用地:
+  idle or under the 低产田 standard) and ``clusters`` (连片低效用地 with their members). The map's
+  "导出 Excel" button asks for the year, township, industry group and grades it shows.
+
+Who sees what is :data:`app.auth.CONFIDENTIALITY` and nothing else: the rows are limited to the
+caller's region (:meth:`Principal.region_clause`), columns the caller may not see are left out
+(:func:`app.lists.visible_columns`), a list chosen by a field the caller may not see (an
+enterprise list is about identities: ``link``; the low-yield list by ``low_yield_years``:
+``viewer``) is refused with 401/403, and drafts are listed for reviewers alone.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from app.api.common import RUN_QUERY, YEAR_QUERY, json_error
+from app.auth import Principal, field_level, principal
+
+router = APIRouter(tags=["reports"])
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+_MEDIA = {"xlsx": XLSX, "csv": "text/csv; charset=utf-8"}
+_TITLES = {"ratings": "等级名单", "low-yield": "低效用地名单", "clusters": "连片低效用地名单"}
+
+
+def _denied(who: Principal, need: str, what: str) -> Response:
+    anonymous = who.key_id is None
+    return json_error(401 if anonymous else 403, "Unauthorized" if anonymous else "Forbidden",
+                      f"{what} needs a key with the '{need}' role (send it as X-API-Key)")
+
+
+def attachment(filename: str) -> dict:
+    """A Content-Disposition that keeps a Chinese file name (RFC 6266 / 5987)."""
+    ascii_name = filename.encode("ascii", "ignore").decode() or "download"
+    return {"Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}",
+            "Cache-Control": "private, no-cache"}
+
+
+def _file_response(write, suffix: str, filename: str) -> Response:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"list{suffix}"
+        write(path)
+        body = path.read_bytes()
+    return Response(body, media_type=_MEDIA[suffix.lstrip(".")], headers=attachment(filename))
+
+
+@router.get("/lists/{kind}.{ext}", summary="公示名单 as Excel or CSV: ratings, low-yield land, clusters")
+def download_list(request: Request, kind: str, ext: str,
+                  year: int | None = YEAR_QUERY, run: int | None = RUN_QUERY,
+                  level: str = Query("enterprise", description="ratings: enterprise (经营主体) | parcel (宗地)"),
+                  township: str | None = Query(None, description="one township (镇街)"),
+                  industry_group: str | None = Query(None, description="one industry group (行业组)"),
+                  grades: str | None = Query(None, description="ratings: grades to list; clusters: grades "
+                                                               "counted as low-yield (default the two lowest)"),
+                  list_name: str | None = Query(None, alias="list", description="ratings: one list (规上 …)"),
+                  gap_m: float = Query(30.0, ge=0, le=500, description="clusters: largest gap (m)"),
+                  min_area_mu: float = Query(0.0, ge=0, description="clusters: smallest block (亩)"),
+                  who: Principal = Depends(principal)):
+    from app.lists import LEVELS, cluster_list, low_yield_list, rating_list, write_list, write_xlsx
+
+    who.require("public")
+    if kind not in _TITLES:
+        return json_error(404, "NotFound", f"no list '{kind}'; one of: {', '.join(_TITLES)}")
+    if ext not in _MEDIA:
+        return json_error(404, "NotFound", f"lists download as .xlsx or .csv, not .{ext}")
+    if level not in LEVELS:
+        return json_error(400, "InvalidParameterValue", "level must be enterprise or parcel")
+    if kind == "ratings" and level == "enterprise" and not who.sees_links:
+        return _denied(who, "viewer", "the enterprise list (经营主体等级) names enterprises and")
+    if kind == "low-yield" and not who.sees("low_yield_years"):
+        return _denied(who, field_level("low_yield_years"), "the low-yield list (低效用地) is chosen by a figure and")
+    wanted = [g.strip() for g in grades.split(",") if g.strip()] if grades else None
+    if year is None and run is None:
+        return json_error(400, "MissingParameterValue", "give year= (the map's year) or run=")
+    engine: sa.Engine = request.app.state.engine
+    try:
+        with engine.connect() as conn:
+            if kind == "ratings":
+                rl = rating_list(conn, year=year, run_id=run, level=level, list_name=list_name, grades=wanted,
+                                 region=township, industry_group=industry_group, who=who)
+                rows = len(rl.frame)
+            elif kind == "low-yield":
+                rl = low_yield_list(conn, year=year, run_id=run, region=township,
+                                    industry_group=industry_group, who=who)
+                rows = len(rl.frame)
+            else:
+                rl = cluster_list(conn, year=year, run_id=run, grades=wanted, gap_m=gap_m,
+                                  min_area_mu=min_area_mu, region=township, who=who)
+                rows = len(rl.clusters)
+    except LookupError as exc:
+        return json_error(404, "RunNotFound", str(exc))
+    except ValueError as exc:
+        return json_error(400, "InvalidParameterValue", str(exc))
+    what = _TITLES[kind] if kind != "ratings" else ("经营主体" if level == "enterprise" else "宗地") + "等级名单"
+    scope = f"_{who.region or township}" if (who.region or township) else ""
+    filename = f"{rl.year}年{what}{scope}.{ext}"
+    writer = write_xlsx if kind == "ratings" and ext == "xlsx" else write_list
+    resp = _file_response(lambda p: writer(rl, p), f".{ext}", filename)
+    resp.headers["X-Rows"] = str(rows)
+    return resp
