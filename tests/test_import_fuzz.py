@@ -350,10 +350,8 @@ def _known(test):
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(corruptions=edits)
 def test_import_never_crashes_and_refusal_changes_nothing(db_url, monkeypatch, corruptions):
-    import sqlalchemy as sa  # noqa: F811 — one engine per example keeps connections short
-
     work = Path(tempfile.mkdtemp(prefix="mujun_fuzz_"))
-    engine = sa.create_engine(db_url)
+    engine = sa.create_engine(db_url)  # one engine per example keeps connections short
     try:
         d = base_bundle(work / "bundle")
         for e in corruptions:

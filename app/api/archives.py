@@ -45,6 +45,7 @@ from app.api.layers import derived_year_sql, land_in_year_sql, shown_runs_sql
 from app.auth import Principal, principal
 from app.models import METRIC_COLUMNS
 from spatial.identifiers import uscc_status
+from spatial.validate import AREA_MISMATCH_SHARE
 
 router = APIRouter(tags=["archives"])
 
@@ -264,7 +265,7 @@ def parcel_warnings(parcel: dict, links: list[dict], ratings: list[dict]) -> lis
         out.append(f"the occupants' shares add up to {sum(shares):.3f}, not 1: the split (多企共地分割) "
                    "leaves land unattributed or counts it twice")
     reg, area = parcel.get("registered_area_m2"), parcel.get("area_m2")
-    if reg and area and abs(reg - area) / reg > 0.05:
+    if reg and area and abs(reg - area) / reg > AREA_MISMATCH_SHARE:  # the importer flags the same share
         out.append(f"登记面积 {reg:.0f} m² differs from the measured area {area:.0f} m² by "
                    f"{abs(reg - area) / reg:.0%}: check the boundary (四至)")
     if ratings:
