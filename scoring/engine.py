@@ -435,7 +435,17 @@ def _assign_lists(run: _Run, scheme: Scheme) -> None:
             ok &= run.landless if lst.name == landless_list else ~run.landless
         idx = np.where(ok, li, idx)
     run.list_idx = idx
-    run.exclude(open_ & (idx < 0), "不在评价名单")
+    off = open_ & (idx < 0)
+    if off.any():
+        # say which list conditions failed, with the values compared (规下「land_mu >= 5」, 4.99 亩)
+        lists = [lst for lst in scheme.lists if run.kind in lst.kinds]
+        rows = np.flatnonzero(off)
+        text = np.full(run.n, None, dtype=object)
+        head = "不在评价名单（" + "；".join(f"{lst.name}：{lst.when}" for lst in lists)
+        union = " or ".join(f"({lst.when})" for lst in lists) or "False"
+        shown = _compared(run, scheme, union, {}, rows)
+        text[rows] = [head + ("" if v == "—" else f"；比较值：{v}") + "）" for v in shown]
+        run.exclude(off, text)
 
 
 def _when(run: _Run, source: str, extra_env: dict | None = None, groups: GroupContext | None = None,

@@ -181,7 +181,7 @@ def test_eligibility_reasons():
     # missing land is 无地 (no per-mu value can be computed), reported before 用地不足
     assert out["excluded_reason"].tolist() == ["过渡期", "免评", "新办企业（成立不足2年）", "用地不足3亩",
                                                "无地企业（用地面积缺失）：不计亩均指标，不参与有地企业排名",
-                                               "不在评价名单"]
+                                               "不在评价名单（规上：scale == '规上'）"]
     assert not out["evaluated"].any()
 
 
@@ -231,7 +231,8 @@ def test_idle_parcels_and_parcel_lists():
     assert parcels.loc["p3", "colour"] == "红"
     assert explain_text(parcels.loc["p3", "explanation"]) == "宗地等级 p3：未参评，闲置，定 D 档"
     enterprises = by_id(evaluate(d.iloc[:2], s, 2024, kind="enterprise"))
-    assert enterprises.loc["p2", "excluded_reason"] == "不在评价名单"   # 规下 list is per parcel
+    # 规下 list is per parcel; the reason names the conditions that failed
+    assert enterprises.loc["p2", "excluded_reason"] == "不在评价名单（规上：scale == '规上'）"
 
 
 # --------------------------------------------------------------------------- reproducibility
@@ -264,6 +265,17 @@ def test_explanations_are_json():
 
 
 # --------------------------------------------------------------------------- 无地 (issue 11)
+
+
+def test_off_every_list_says_which_condition_failed_at_published_precision():
+    s = load_scheme("zhejiang_default")
+    d = frame(scale=["规下", "规下", "规下"], land_area_mu=[4.995, 4.994, 5.0], tax_paid=[30.0] * 3)
+    out = by_id(evaluate(d, s, 2024))
+    # "占地5亩以上": 4.995 亩 is 5.00 亩 at the published precision, 4.994 is 4.99
+    assert out["list_name"].fillna("—").tolist() == ["规下", "—", "规下"]
+    assert out.loc["e1", "excluded_reason"] == (
+        "不在评价名单（规上：scale == '规上'；规下：scale == '规下' and land_mu >= 5；比较值：用地面积 4.99 亩）")
+    assert "比较值：用地面积 4.99 亩" in explain_text(out.loc["e1", "explanation"])
 
 
 def test_landless_are_excluded_never_ranked_with_landed_and_say_why():
