@@ -1316,12 +1316,12 @@ def _as_number(s: pd.Series, kind: str, label, rows, field, rejects):
         bad = num.isna().to_numpy() & ~miss
         if bad.any():
             rejects.add(label, rows[bad], field, s[bad].to_numpy(dtype=object),
-                        "非数值 (not a number)", "error")
+                        "非数值 (not a number) — 填写数字（单位见表头），不要夹带文字", "error")
     num = _check_range(num, label, rows, field, rejects)
     if kind == "int":
         frac = num.notna().to_numpy() & (np.mod(num.fillna(0).to_numpy(), 1) != 0)
         if frac.any():
-            rejects.add(label, rows[frac], field, num[frac].to_numpy(), "应为整数 (not an integer)", "error")
+            rejects.add(label, rows[frac], field, num[frac].to_numpy(), "应为整数 (not an integer) — 填写整数", "error")
             num = num.mask(pd.Series(frac, index=s.index))
         return num.round().astype("Int64")
     return num
@@ -1364,7 +1364,7 @@ def _as_date(s, label, rows, field, rejects):
     out = pd.to_datetime(t, errors="coerce", format="mixed", yearfirst=True)
     bad = out.isna().to_numpy() & ~miss
     if bad.any():
-        rejects.add(label, rows[bad], field, s[bad].to_numpy(dtype=object), "无法识别的日期 (unreadable date, set empty)", "warning")
+        rejects.add(label, rows[bad], field, s[bad].to_numpy(dtype=object), "无法识别的日期 (unreadable date, set empty) — 写成 2024-03-04 的形式", "warning")
     return out
 
 
@@ -1382,7 +1382,7 @@ def _as_bool(s, label, rows, field, rejects):
     out[t.isin(_FALSE).fillna(False).to_numpy(dtype=bool)] = False
     bad = out.isna().to_numpy() & ~miss
     if bad.any():
-        rejects.add(label, rows[bad], field, s[bad].to_numpy(dtype=object), "应为 是/否 (not yes/no, set empty)", "warning")
+        rejects.add(label, rows[bad], field, s[bad].to_numpy(dtype=object), "应为 是/否 (not yes/no, set empty) — 填写 是 或 否", "warning")
     return out
 
 
@@ -1469,7 +1469,7 @@ def _enterprise_points(df: pd.DataFrame, raw, label, rejects: _Rejects, is_point
     if half.any():
         rejects.add(label, rows[half], "lon" if (~has_lon[half]).all() else "lon/lat",
                     [f"{a}, {b}" for a, b in zip(lon[half], lat[half])],
-                    "经纬度不完整 (only one of lon/lat given)", "error")
+                    "经纬度不完整 (only one of lon/lat given) — 同时填写经度和纬度，或都留空", "error")
     both = has_lon & has_lat
     out_range = both & ((np.abs(lon) > 180) | (np.abs(lat) > 90))
     if out_range.any():

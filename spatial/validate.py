@@ -167,7 +167,7 @@ def validate_bundle(bundle: Bundle, *, overlap_tolerance_m2: float = 1.0, year_r
         c = tables["corrections"]
         _check_uscc(c, "uscc", rej, malformed="error", empty="error", check_char=False)
         empty_code = c["parcel_code"].isna().to_numpy()
-        _add(rej, c, empty_code, "parcel_code", c["parcel_code"], "宗地代码为空 (parcel_code is empty)")
+        _add(rej, c, empty_code, "parcel_code", c["parcel_code"], "宗地代码为空 (parcel_code is empty) — 填写宗地代码")
         bad_action = ~c["action"].isin(["add", "remove"]).to_numpy(dtype=bool)
         _add(rej, c, bad_action, "action", c["action"], "操作应为 add 或 remove (action must be add/remove)")
         share = c["share"].to_numpy(dtype="float64", na_value=np.nan)
@@ -260,7 +260,7 @@ def _check_geometry(gdf: gpd.GeoDataFrame, role: str, rej: _Rejects) -> gpd.GeoD
     missing = np.asarray(shapely.is_missing(geom) | shapely.is_empty(geom), dtype=bool)
     # a geometry the reader already rejected (coordinates outside the CRS) was cleared: one reason is enough
     _add(rej, gdf, missing & ~_already(rej, gdf, "geometry"), "geometry", np.full(len(gdf), "", dtype=object),
-         "几何为空 (empty or missing geometry)")
+         "几何为空 (empty or missing geometry) — 补画图形或删除该行")
     types = np.asarray(shapely.get_type_id(geom))
     polygonal = np.isin(types, [3, 6])  # Polygon, MultiPolygon
     wrong = ~missing & ~polygonal
@@ -350,15 +350,15 @@ def _check_key(df, col, zh, rej, empty_msg="default"):
     s = df[col]
     empty = s.isna().to_numpy()
     if empty_msg is not None:
-        _add(rej, df, empty, col, s, f"{zh}为空 ({col} is empty)")
+        _add(rej, df, empty, col, s, f"{zh}为空 ({col} is empty) — 填写{zh}")
     dup = s.duplicated(keep="first").to_numpy() & ~empty
     if dup.any():
         first = df.loc[~empty].drop_duplicates(col, keep="first").set_index(col)
         where = first.loc[s[dup], ["_file", "_row"]]
         same = where["_file"].to_numpy() == df["_file"].to_numpy()[dup]
         reasons = np.array([
-            f"{zh}重复，首次出现在第 {r} 行 (duplicate {col}, first at row {r})" if sm else
-            f"{zh}重复，首次出现在 {f} 第 {r} 行 (duplicate {col}, first at {f} row {r})"
+            f"{zh}重复，首次出现在第 {r} 行 (duplicate {col}, first at row {r}) — 删除重复行或改正{zh}" if sm else
+            f"{zh}重复，首次出现在 {f} 第 {r} 行 (duplicate {col}, first at {f} row {r}) — 删除重复行或改正{zh}"
             for f, r, sm in zip(where["_file"], where["_row"], same)
         ], dtype=object)
         full = np.empty(len(df), dtype=object)
@@ -408,13 +408,13 @@ EXCEL_NUMBER_HINT = "Excel 把代码当作数字，请将该列设为文本后�
 def _check_nonnegative(df, role, rej):
     for col in NONNEGATIVE[role]:
         v = df[col].to_numpy(dtype="float64", na_value=np.nan)
-        _add(rej, df, v < 0, col, df[col], "不能为负数 (must not be negative)")
+        _add(rej, df, v < 0, col, df[col], "不能为负数 (must not be negative) — 填写 0 或正数")
 
 
 def _check_years(df, year_range, rej):
     y = df["year"].to_numpy(dtype="float64", na_value=np.nan)
     lo, hi = year_range
-    _add(rej, df, np.isnan(y) & ~_already(rej, df, "year"), "year", df["year"], "年度为空 (year is empty)")
+    _add(rej, df, np.isnan(y) & ~_already(rej, df, "year"), "year", df["year"], "年度为空 (year is empty) — 填写年度，如 2024")
     _add(rej, df, (y < lo) | (y > hi), "year", df["year"],
          f"年度超出范围 {lo}–{hi} (year out of range {lo}–{hi})")
 
@@ -459,7 +459,7 @@ class _Ref:
                 reasons[i] = (f"{self.zh}记录已被拒绝：{r['_file']} 第 {r['_row']} 行 {r['_reason']} "
                               f"({self.en} {v} was rejected at {r['_file']} row {r['_row']})")
             else:
-                reasons[i] = f"{self.zh}不存在 (unknown {self.en} {v}){note}"
+                reasons[i] = f"{self.zh}不存在 (unknown {self.en} {v}){note} — 改正代码，或把该{self.zh}加入{self.zh}数据"
         _add(self.rej, df, miss, col, s, reasons, severity)
 
 

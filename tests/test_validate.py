@@ -56,7 +56,7 @@ def test_leases_and_corrections_rules(tmp_path):
     assert msgs[("leases.csv", 2, "end_date")][0] == "warning"
     assert msgs[("leases.csv", 3, "parcel_code")] == (
         "error", "宗地代码和出租企业代码都为空 (neither parcel_code nor landlord_uscc given)")
-    assert msgs[("leases.csv", 4, "floor_area_m2")] == ("error", "不能为负数 (must not be negative)")
+    assert msgs[("leases.csv", 4, "floor_area_m2")] == ("error", "不能为负数 (must not be negative) — 填写 0 或正数")
     assert msgs[("corrections.csv", 3, "action")] == ("error", "操作应为 add 或 remove (action must be add/remove)")
     assert msgs[("corrections.csv", 4, "share")] == ("error", "面积占比应在 0–1 之间 (share must be between 0 and 1)")
     le, co = b.tables["leases"], b.tables["corrections"]
@@ -88,7 +88,7 @@ def test_duplicate_metrics_year_and_read_errors_dropped(tmp_path):
     m.to_csv(d / "metrics_2023.csv", index=False)
     b = validate_bundle(read_bundle(d))
     msgs = {(r.row, r.field): r.reason for r in b.errors.itertuples()}
-    assert msgs == {(4, "year"): "应为整数 (not an integer)",
+    assert msgs == {(4, "year"): "应为整数 (not an integer) — 填写整数",
                     (5, "year"): "同一企业同一年度指标重复，首次出现在第 2 行 (duplicate metrics for uscc and year, first at row 2)"}
     assert list(b.tables["metrics"]["_row"]) == [2, 3]
     assert pd.isna(b.tables["metrics"]["tax_paid"].iloc[1])
