@@ -395,25 +395,48 @@ _KEY_COLUMN = {"parcels": "parcel_code", "buildings": "building_id", "enterprise
 _USCC_SHAPE = r"[0-9A-Z]{18}"
 
 
-def _check_junk(role, raw: pd.DataFrame, mapping: dict, label: str) -> None:
-    """Refuse a big file whose key column is mostly blank or malformed (raises BundleError)."""
+def _check_junk(role, raw: pd.DataFrame, mapping: dict, label: str, complete: bool = True) -> None:
+    """Refuse a big file whose key column is mostly blank or malformed (raises BundleError).
+
+    Called on the rows read so far (``complete=False``: while streaming a CSV, so a file of
+    millions of junk rows is refused after its first chunk, not after all of it is in memory)."""
+    counted = _junk_rows(role, raw, mapping)
+    if counted is not None:
+        _refuse_junk(role, counted[0], counted[1], label, complete)
+
+
+def _junk_rows(role, raw: pd.DataFrame, mapping: dict) -> tuple[int, int] | None:
+    """(rows without a usable key, rows) of a table, or None when the role has no key column here."""
     key = _KEY_COLUMN.get(role)
     src = next((s for s, c in mapping.items() if c == key), None)
-    if src is None or len(raw) < JUNK_MIN_ROWS:
-        return
+    if src is None:
+        return None
     t = raw[src].astype("string").str.strip().str.upper()
     ok = t.notna() & (t != "")
     if key.endswith("uscc"):
         ok &= t.str.fullmatch(_USCC_SHAPE).fillna(False)
-    bad = int((~ok.to_numpy(dtype=bool)).sum())
-    if bad > JUNK_SHARE * len(raw):
+    bad = ~ok.to_numpy(dtype=bool)
+    if bad.any():
+        # wholly blank lines are dropped later without a word: they are not junk
+        blank = np.ones(len(raw), dtype=bool)
+        for c in raw.columns:
+            blank &= (raw[c].astype("string").fillna("").str.strip() == "").to_numpy(dtype=bool)
+        bad &= ~blank
+        return int(bad.sum()), int((~blank).sum())
+    return 0, len(raw)
+
+
+def _refuse_junk(role, bad: int, n: int, label: str, complete: bool) -> None:
+    key = _KEY_COLUMN[role]
+    if n >= JUNK_MIN_ROWS and bad > JUNK_SHARE * n:
         from spatial.columns import CHINESE_HEADERS
 
         zh = CHINESE_HEADERS[role][key]
+        first = "" if complete else "前 "
         raise BundleError(
-            f"{label}: {len(raw)} 行中 {bad} 行的{zh}（{key}）为空或格式不对，文件大部分是无效行 "
-            f"({bad} of {len(raw)} rows have no usable {key}: wrong sheet, or junk rows below the data) — "
-            f"删除无效行或导出正确的表后重新导入")
+            f"{label}: {first}{n} 行中 {bad} 行的{zh}（{key}）为空或格式不对，文件大部分是无效行 "
+            f"({bad} of {'the first ' if not complete else ''}{n} rows have no usable {key}: wrong sheet, "
+            f"or junk rows below the data) — 删除无效行或导出正确的表后重新导入")
 
 
 def _check_text_cells(raw: pd.DataFrame, rows, mapping: dict, label: str, rejects: "_Rejects") -> None:
@@ -952,11 +975,17 @@ def _read_csv(role, fpath, label, ov, progress):
                              keep_default_na=False, na_filter=False, skip_blank_lines=False, chunksize=CHUNK,
                              names=range(len(names)), index_col=False)
         done = 0
+        mapping = match_columns(role, names, ov.get("columns"))[0]
+        junk = seen = 0
         for chunk in reader:
             parts.append(chunk)
             done += len(chunk)
             if progress:
                 progress(role, done, max(total - hidx - 1, done))
+            counted = _junk_rows(role, chunk.set_axis(names[: chunk.shape[1]], axis=1), mapping)
+            if counted is not None and done < total - hidx - 1:
+                junk, seen = junk + counted[0], seen + counted[1]
+                _refuse_junk(role, junk, seen, label, complete=False)
     except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{label}: 无法解析 (cannot parse CSV: {exc}) — check quotes and the number of fields") from exc
     raw = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=range(len(names)))

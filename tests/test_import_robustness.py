@@ -480,3 +480,20 @@ def test_one_feature_far_off_is_a_rejected_row_not_a_refusal(db_url, engine, tmp
     with engine.connect() as conn:
         codes = conn.execute(sa.text("SELECT parcel_code FROM parcels ORDER BY 1")).scalars().all()
     assert codes == [parcel_code(i) for i in (1, 2, 4, 5, 6)]
+
+
+def test_junk_refused_after_the_first_chunk_blank_lines_are_not_junk(tmp_path):
+    """Pure: 250,000 junk lines are refused once the first 200,000 are read (memory bounded by a
+    chunk); 30,000 wholly blank lines below the data are dropped, not counted as junk."""
+    from spatial.io import CHUNK, BundleError
+
+    bundle = write_bundle(tmp_path / "b")
+    with open(bundle / "metrics.csv", "a", encoding="utf-8") as fh:
+        fh.write(",,,,,,,,,,\n" * 30_000)
+    assert len(read_bundle(bundle).tables["metrics"]) == 14
+    with open(bundle / "metrics.csv", "a", encoding="utf-8") as fh:
+        fh.write("x,y\n" * 250_000)
+    with pytest.raises(BundleError, match=r"metrics.csv: 前 (\d+) 行中 \d+ 行的统一社会信用代码（uscc）为空或格式不对") as err:
+        read_bundle(bundle)
+    # counted over the first chunk, blank lines left out: 14 good rows + the junk read so far
+    assert f"前 {CHUNK - 30_000} 行中 {CHUNK - 30_014} 行" in str(err.value)
