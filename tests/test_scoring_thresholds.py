@@ -433,3 +433,33 @@ def test_linshu_lowering_fires_at_exactly_2000(revenue, fires):
                           load_scheme("linshu"), 2024).set_index("subject_id")
     rules = [a["rule"] for a in out.loc["e8", "adjustments"]]
     assert ("用地20-30亩且销售收入2000万元以下降档" in rules) is fires
+
+
+# --------------------------------------------------------------------------- the comparison mechanism
+
+
+def _cmp(source: str, env: dict, decimals: dict | None = None, default: int = 2):
+    from scoring.expr import NUMBER, compile_expr, evaluate_expr
+
+    env = {k: np.asarray(v, dtype=float) for k, v in env.items()}
+    e = compile_expr(source, {k: NUMBER for k in env}, want="boolean", allow_group=True)
+    groups = GroupContext(np.zeros(len(next(iter(env.values()))), dtype=np.int64), 1)
+    return evaluate_expr(e, env, groups=groups,
+                         precision=lambda name: (decimals or {}).get(name, default)).tolist()
+
+
+def test_comparison_rounds_columns_not_constants():
+    noisy = 38.4 / 6.4                       # 5.999999999999999
+    assert _cmp("x < 6", {"x": [noisy, 5.994, 5.995]}) == [False, True, False]
+    assert _cmp("6 > x", {"x": [noisy, 5.994, 5.995]}) == [False, True, False]     # either side
+    assert _cmp("5 <= x <= 6", {"x": [4.995, 6.004, 6.005]}) == [True, True, False]  # chains
+    # a per-column precision: 亩 to 4 decimals here
+    assert _cmp("x >= 5", {"x": [4.99995, 4.99994]}, {"x": 4}) == [True, False]
+    # never coarser than the bound is written: 0.2352 compares at 4 decimals, not 2
+    assert _cmp("x < 0.2352", {"x": [0.2351, 0.23524, 0.23525]}) == [True, False, False]
+    # an expression that is not a plain column compares at the default decimals
+    assert _cmp("x / y < 6", {"x": [38.4], "y": [6.4]}) == [False]
+    # group_mean(x) at x's precision (the mean 2.00000003 is 2.00: 2 is not below it); missing
+    # values compare False
+    assert _cmp("x < group_mean(x)", {"x": [1.0, 2.0, 3.0000001, np.nan]}) == [True, False, False, False]
+    assert _cmp("x < group_mean(x)", {"x": [1.0, 2.0, 3.0000001, np.nan]}, default=8) == [True, True, False, False]
