@@ -1005,7 +1005,7 @@ def _count_lines(fpath: Path) -> int:
 #: Sheets whose cell area (rows × columns, declared or used) exceeds this are streamed row by
 #: row (openpyxl read-only) instead of loaded whole by calamine, which allocates the full
 #: rectangle: one stray cell at XFD1048576 would ask for 17 billion cells (≈ 512 GB).
-XLSX_CELL_BUDGET = 20_000_000
+XLSX_CELL_BUDGET = 10_000_000
 
 
 def _read_xlsx(role, fpath, label, ov, progress, rejects: "_Rejects"):
