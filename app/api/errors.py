@@ -210,7 +210,7 @@ def document_responses(doc: dict) -> dict:
     for path, ops in doc.get("paths", {}).items():
         for op in ops.values():
             for prm in op.get("parameters", []):  # layer names are a closed list: say so
-                if prm.get("name") in ("collection_id", "layer") and "schema" in prm:
+                if prm.get("name") in ("collection_id", "collectionId", "layer") and "schema" in prm:
                     default = {"default": prm["schema"]["default"]} if "default" in prm["schema"] else {}
                     prm["schema"] = {"type": "string", "enum": list(LAYERS), **default}
             responses = op.setdefault("responses", {})
