@@ -85,7 +85,8 @@ def build_land(
     defacto : GeoDataFrame or None
         事实用地: ``user_uscc``, ``note``, polygons in the same CRS.
     attach_tolerance_m : float
-        De-facto land touching or within this distance of a registered parcel owned by its
+        De-facto land touching or within this distance (m, + 1 mm so that reprojection noise
+        on a piece exactly at the tolerance cannot flip it) of a registered parcel owned by its
         user (``owner_uscc == user_uscc``) is ``defacto_attached`` to that parcel.
     small_piece_mu : float
         De-facto pieces smaller than this (边角料) are attached to a neighbouring registered
@@ -305,7 +306,8 @@ def _defacto_land(pieces, reg, tol, small_mu, county_code) -> pd.DataFrame:
     small = area < small_mu * M2_PER_MU
 
     parent = np.full(n, -1, dtype=np.intp)
-    di, ri = tree.query(geoms, predicate="dwithin", distance=tol)
+    # a piece exactly at the tolerance (integer data: a 5 m gap) must not flip with 1e-7 m noise
+    di, ri = tree.query(geoms, predicate="dwithin", distance=tol + _TIE_M)
     if len(di):
         owner = reg["owner_uscc"].to_numpy(dtype=object)
         u, o = user[di], owner[ri]
@@ -318,12 +320,11 @@ def _defacto_land(pieces, reg, tol, small_mu, county_code) -> pd.DataFrame:
             shared = shapely.length(shapely.intersection(
                 shapely.boundary(geoms[di]), shapely.buffer(reg_geoms[ri], max(tol, 1e-6))))
             cand = pd.DataFrame({
-                "d": di, "r": ri, "same": same, "shared": np.round(shared, 3),
-                "dist": np.round(shapely.distance(geoms[di], reg_geoms[ri]), 3),
+                "d": di, "r": ri, "same": same, "shared": shared,
+                "dist": shapely.distance(geoms[di], reg_geoms[ri]),
                 "code": reg["identity_code"].to_numpy()[ri],
-            }).sort_values(["d", "same", "shared", "dist", "code"],
-                           ascending=[True, False, False, True, True])
-            best = cand.drop_duplicates("d")
+            })
+            best = _pick_parent(cand)
             parent[best["d"].to_numpy()] = best["r"].to_numpy()
 
     att = parent >= 0
@@ -363,6 +364,21 @@ def _defacto_land(pieces, reg, tol, small_mu, county_code) -> pd.DataFrame:
         "note": pieces["note"],
         "geometry": geoms,
     })
+
+
+#: Shared boundaries and distances within this (m) of the best are ties, decided by the next key.
+_TIE_M = 1e-3
+
+
+def _pick_parent(cand: pd.DataFrame) -> pd.DataFrame:
+    """Per piece ``d`` the parent: a same-user parcel first, then the longest shared boundary,
+    then the nearest, then the smallest code — lengths and distances compared within ``_TIE_M``
+    of the best, not rounded: two equal lengths must stay equal under 1e-7 m of reprojection
+    noise, which rounding does not guarantee (a value near a rounding edge flips)."""
+    c = cand[cand["same"] == cand.groupby("d")["same"].transform("max")]
+    c = c[c["shared"] >= c.groupby("d")["shared"].transform("max") - _TIE_M]
+    c = c[c["dist"] <= c.groupby("d")["dist"].transform("min") + _TIE_M]
+    return c.sort_values(["d", "code"]).drop_duplicates("d")
 
 
 def _dedupe_codes(land: pd.DataFrame) -> pd.Series:

@@ -306,21 +306,28 @@ def test_truncated_complete_delivery_is_refused_unless_confirmed(engine, tmp_pat
         assert conn.execute(sa.text("SELECT count(*) FROM parcels")).scalar() == 12 + 3
 
 
-def test_cli_refusal_exit_code(engine, db_url, tmp_path):
-    from typer.testing import CliRunner
+def _mujun(db_url: str, tmp_path, *args: str):
+    """The command line in its own process (settings and engines are cached per process)."""
+    import os
+    import subprocess
+    import sys
 
-    from app.cli import cli
+    env = os.environ | {"DATABASE_URL": db_url, "MUJUN_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_refusal_exit_code(engine, db_url, tmp_path):
     from app.ingest import RETIRE_REFUSED_EXIT
 
-    env = {"DATABASE_URL": db_url, "MUJUN_DATA_DIR": str(tmp_path / "var")}
-    runner = CliRunner()
-    ok = runner.invoke(cli, ["import", str(write_delivery(tmp_path / "a", county_2024())), "--year", "2024"], env=env)
-    assert ok.exit_code == 0, ok.output
+    ok = _mujun(db_url, tmp_path, "import", str(write_delivery(tmp_path / "a", county_2024())), "--year", "2024")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "2024 年土地交付（全量）" in ok.stdout
     truncated = county_2024()
     truncated["parcels"] = truncated["parcels"][:3]
-    bad = runner.invoke(cli, ["import", str(write_delivery(tmp_path / "b", truncated)), "--year", "2025"], env=env)
-    assert bad.exit_code == RETIRE_REFUSED_EXIT
-    assert "--allow-retire" in bad.output
+    bad = _mujun(db_url, tmp_path, "import", str(write_delivery(tmp_path / "b", truncated)), "--year", "2025")
+    assert bad.returncode == RETIRE_REFUSED_EXIT
+    assert "--allow-retire" in bad.stderr and "注销 9 宗" in bad.stderr
 
 
 def test_land_diff_report(two_years, tmp_path):
@@ -344,14 +351,10 @@ def test_land_diff_report(two_years, tmp_path):
     csv = pd.read_csv(write_diff(diff.reset_index(), tmp_path / "diff.csv"), encoding="utf-8-sig")
     assert list(csv.columns) == ["identity_code", "status", "related_codes", "area_mu_old", "area_mu_new"]
     # the command: the file and a printed Chinese summary
-    from typer.testing import CliRunner
-
-    from app.cli import cli
-
-    env = {"DATABASE_URL": eng.url.render_as_string(hide_password=False), "MUJUN_DATA_DIR": str(tmp_path / "var")}
-    res = CliRunner().invoke(cli, ["land", "diff", "2024", "2025", "--out", str(tmp_path / "cli.xlsx")], env=env)
-    assert res.exit_code == 0, res.output
-    assert "2024 → 2025 年土地变化" in res.output and "分割 3 宗" in res.output and "注销 1 宗" in res.output
+    res = _mujun(eng.url.render_as_string(hide_password=False), tmp_path,
+                 "land", "diff", "2024", "2025", "--out", str(tmp_path / "cli.xlsx"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "2024 → 2025 年土地变化" in res.stdout and "分割 3 宗" in res.stdout and "注销 1 宗" in res.stdout
     assert len(pd.read_excel(tmp_path / "cli.xlsx")) == len(diff)
 
 
