@@ -525,3 +525,31 @@ def test_overlapping_pieces_of_one_delivery_each_keep_their_code():
     out = reconcile(before, build_land(p, d2, county_code=COUNTY))
     assert set(out.land["status"]) == {"kept"} and len(out.lineage) == 0 and len(out.retired) == 0
     assert sorted(out.land["identity_code"]) == sorted(before["identity_code"])
+
+
+def test_map_layers_show_the_land_of_their_year(two_years):
+    """OGC API Features (and so tiles, which share the layer SQL): year=2024 shows the 2024 land,
+    year=2025 (the newest, the default) the 2025 land — never both."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    eng = two_years["engine"]
+    evaluate_year(eng, 2025, "zhejiang_default", publish=True)
+    with TestClient(create_app(database_url=eng.url.render_as_string(hide_password=False))) as client:
+        def codes(**params):
+            r = client.get("/collections/parcels/items", params={"limit": 1000, **params})
+            assert r.status_code == 200, r.text
+            return {f["properties"]["identity_code"] for f in r.json()["features"]}
+
+        assert codes(year=2024) == set(two_years["land24"]["identity_code"])
+        assert codes(year=2025) == codes() == set(_land(eng, 2025)["identity_code"])
+        # the vector tile over parcel 2 (merged with 3 in 2025): the 2024 parcel or the 2025 one
+        from tests.test_tiles import features_in, lonlat_to_tile
+
+        lon, lat = Transformer.from_crs(GK, 4490, always_xy=True).transform(*cell(2).centroid.coords[0])
+        x, y = lonlat_to_tile(lon, lat, 16)
+        in24 = set(features_in(client.get(f"/tiles/parcels/16/{x}/{y}.pbf", params={"year": 2024})))
+        in25 = set(features_in(client.get(f"/tiles/parcels/16/{x}/{y}.pbf", params={"year": 2025})))
+        assert f"R-{pcode(2)}" in in24 and f"R-{pcode(103)}" not in in24
+        assert f"R-{pcode(103)}" in in25 and f"R-{pcode(2)}" not in in25
