@@ -161,3 +161,28 @@ def test_sample_county_under_a_second_and_equal_to_the_pure_rule(county_client, 
     assert {frozenset(c["members"]) for c in doc["clusters"]} == pure
     summary = summarize_clusters(gk, 30)
     assert summary["member_count"].max() == max(c["member_count"] for c in doc["clusters"])
+
+
+def test_tax_threshold_compares_at_the_published_precision(county):
+    """38.4 万元 on 6.4 亩 is 6.00 万元/亩 as published (float: 5.999999999999999): not below 6."""
+    from app.api.clusters import find_clusters
+
+    eng = sa.create_engine(county.url)
+    try:
+        with eng.connect() as conn:
+            run = county.runs["2024"]
+            noisy = identity(0, 0)
+            conn.execute(sa.text("UPDATE parcel_ratings SET tax_per_mu = :t, idle = false "
+                                 "WHERE run_id = :r AND identity_code = :c"), {"t": 38.4 / 6.4, "r": run, "c": noisy})
+            assert 38.4 / 6.4 < 6
+            members = {m for row in find_clusters(conn, run, max_tax_per_mu=6.0, include_idle=False)
+                       for m in row.members}
+            assert noisy not in members
+            conn.execute(sa.text("UPDATE parcel_ratings SET tax_per_mu = 5.994 "
+                                 "WHERE run_id = :r AND identity_code = :c"), {"r": run, "c": noisy})
+            members = {m for row in find_clusters(conn, run, max_tax_per_mu=6.0, include_idle=False)
+                       for m in row.members}
+            assert noisy in members  # 5.99 is below 6
+            conn.rollback()
+    finally:
+        eng.dispose()

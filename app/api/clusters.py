@@ -126,8 +126,11 @@ def find_clusters(conn: sa.Connection, run_id: int, *, grades: list[str] | None 
         crit.append("r.grade = ANY(:grades)")
         params["grades"] = list(grades)
     if max_tax_per_mu is not None:
-        crit.append("r.tax_per_mu < :max_tax")
+        # 亩均税收 is compared as the run's 办法 publishes it (half-up to its decimals, issue 11):
+        # 5.999999999999999 is 6.00, not below 6.
+        crit.append("round(r.tax_per_mu::numeric, :tax_decimals) < :max_tax")
         params["max_tax"] = max_tax_per_mu
+        params["tax_decimals"] = _tax_decimals(conn, run_id)
     if include_idle:
         crit.append("r.idle")
     region_sql, rp = who.region_clause("p.township") if who is not None else ("TRUE", {})
@@ -136,6 +139,15 @@ def find_clusters(conn: sa.Connection, run_id: int, *, grades: list[str] | None 
                     "limit": limit, "township": township}
     return conn.execute(sa.text(clusters_sql(" OR ".join(crit) or "FALSE", region_sql, township_sql)),
                         params).all()
+
+
+def _tax_decimals(conn: sa.Connection, run_id: int) -> int:
+    """The decimals the run's scheme compares 亩均税收 at (``precision``; default 2)."""
+    decimals = conn.execute(sa.text("""
+        SELECT coalesce((scheme #>> '{precision,columns,tax_per_mu}')::int,
+                        (scheme #>> '{precision,decimals}')::int, 2)
+        FROM evaluation_runs WHERE id = :r"""), {"r": run_id}).scalar()
+    return 2 if decimals is None else int(decimals)
 
 
 # --------------------------------------------------------------------------- endpoint
