@@ -409,6 +409,32 @@ def export(what: str = typer.Argument(..., help="ratings | low-yield | clusters 
     print(f"{n} rows written to {out}")
 
 
+report_cli = typer.Typer(help="What a bureau prints: 体检表 (one page per enterprise), the county summary.",
+                         no_args_is_help=True)
+cli.add_typer(report_cli, name="report")
+
+
+@report_cli.command("checkups")
+def report_checkups(year: int = typer.Option(..., help="evaluation year (its published run)"),
+                    out: Path = typer.Option(..., help="directory for the PDFs and index.html / index.xlsx"),
+                    township: str = typer.Option(None, help="one township (镇街) only"),
+                    include_unrated: bool = typer.Option(False, "--include-unrated",
+                                                         help="also enterprises without a grade"),
+                    limit: int = typer.Option(None, help="at most this many (a sample)")) -> None:
+    """体检表: one A4 PDF per enterprise of the year, plus an index."""
+    ready_url()
+    from app.checkup import write_checkups
+
+    with _progress_bar() as bar:
+        task = bar.add_task("体检表", total=None)
+        try:
+            rows = write_checkups(db.engine(), out, year=year, township=township, include_unrated=include_unrated,
+                                  limit=limit, progress=lambda i, n: bar.update(task, completed=i, total=n))
+        except (LookupError, ValueError) as exc:
+            fail(str(exc))
+    print(f"{year} 年体检表：{len(rows)} 份 PDF 已写入 {out}（索引 index.html、index.xlsx）")
+
+
 keys_cli = typer.Typer(help="API keys (roles: public, viewer, analyst, admin; optional township scope).",
                        no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")

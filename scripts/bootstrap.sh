@@ -16,9 +16,11 @@ want_test=0
 say() { printf '\033[1m[bootstrap]\033[0m %s\n' "$*"; }
 
 # ---- OS packages -------------------------------------------------------------------------------
-apt_pkgs=(postgresql postgresql-contrib postgis python3-venv python3-dev libpq-dev)
+# pango + harfbuzz + fonts: WeasyPrint's renderer for the 体检表 and report PDFs
+apt_pkgs=(postgresql postgresql-contrib postgis python3-venv python3-dev libpq-dev
+          libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-noto-cjk)
 if [ "$want_test" = 1 ]; then
-  apt_pkgs+=(gdal-bin python3-qgis qgis-providers chromium fonts-noto-cjk)
+  apt_pkgs+=(gdal-bin python3-qgis qgis-providers chromium poppler-utils)  # poppler: pdftoppm/pdftotext
   # Node.js may come from elsewhere (NodeSource); Debian's npm would conflict with it.
   command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
 fi

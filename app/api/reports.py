@@ -107,3 +107,45 @@ def download_list(request: Request, kind: str, ext: str,
     resp = _file_response(lambda p: writer(rl, p), f".{ext}", filename)
     resp.headers["X-Rows"] = str(rows)
     return resp
+
+
+# --------------------------------------------------------------------------- 体检表
+
+def _checkup(request: Request, kind: str, code: str, ext: str, year: int | None, who: Principal) -> Response:
+    from app.checkup import Checkups, render_html, render_pdf
+
+    who.require("public")
+    if ext not in ("html", "pdf"):
+        return json_error(404, "NotFound", f"体检表 comes as .html or .pdf, not .{ext}")
+    if kind == "enterprise" and not who.sees_links:
+        return _denied(who, "viewer", "the 体检表 of an enterprise shows it by its identity (USCC) and")
+    engine: sa.Engine = request.app.state.engine
+    try:
+        with engine.connect() as conn:
+            c = Checkups(conn, who, year)
+            doc = c.enterprise(code) if kind == "enterprise" else c.parcel(code)
+    except LookupError as exc:
+        return json_error(404, "RunNotFound", str(exc))
+    if doc is None:
+        where = f" in your region ({who.region})" if who.region else ""
+        what = "enterprise with USCC" if kind == "enterprise" else "land with 宗地身份码"
+        return json_error(404, "NotFound", f"no {what} '{code}'{where}")
+    html = render_html(doc)
+    name = f"{doc['year']}年体检表_{doc['title']}"
+    if ext == "html":
+        return Response(html, media_type="text/html; charset=utf-8", headers={"Cache-Control": "private, no-cache"})
+    headers = attachment(f"{name}.pdf")
+    headers["Content-Disposition"] = headers["Content-Disposition"].replace("attachment", "inline", 1)
+    return Response(render_pdf(html), media_type="application/pdf", headers=headers)
+
+
+@router.get("/enterprises/{uscc}/checkup.{ext}", summary="体检表 of one enterprise: one A4 page (html | pdf)")
+def enterprise_checkup(request: Request, uscc: str, ext: str, year: int | None = YEAR_QUERY,
+                       who: Principal = Depends(principal)):
+    return _checkup(request, "enterprise", uscc, ext, year, who)
+
+
+@router.get("/parcels/{identity_code}/checkup.{ext}", summary="体检表 of one piece of land: one A4 page (html | pdf)")
+def parcel_checkup(request: Request, identity_code: str, ext: str, year: int | None = YEAR_QUERY,
+                   who: Principal = Depends(principal)):
+    return _checkup(request, "parcel", identity_code, ext, year, who)
