@@ -89,6 +89,7 @@ def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang
     sch = scheme if isinstance(scheme, Scheme) else load_scheme(scheme)
     _progress(progress, "loading inputs")
     with engine.connect() as conn:
+        _require_matched_land(conn, year)
         ents = enterprise_subjects(conn, year)
         prev_ents = enterprise_subjects(conn, year - 1)
         parcels = parcel_subjects(conn, year)
@@ -161,6 +162,27 @@ def publish_run(engine: sa.Engine, run_id: int, actor: str = "cli") -> None:
 
 
 # -- steps ---------------------------------------------------------------------------------------
+def _require_matched_land(conn: sa.Connection, year: int) -> None:
+    """Refuse to rate ``year`` on links older than its land: a land delivery for ``year`` (or an
+    earlier year whose land ``year`` still reads) that changed land after the last ``mujun match``
+    would otherwise leave new pieces unlinked and merged land stale — wrong grades, silently.
+    A later year's delivery does not touch ``year``'s land, so it does not block it.
+
+    Raises ``ValueError`` (in Chinese) naming the year and the delivery.
+    """
+    row = conn.execute(sa.text("""
+        SELECT b.id, b.land_year FROM import_batches b
+        WHERE b.status = 'loaded' AND b.land_year IS NOT NULL
+          AND b.land_year <= greatest(:y, (SELECT min(valid_from) FROM parcels WHERE valid_from > 0))
+          AND b.finished_at > coalesce((SELECT max(at) FROM audit_log WHERE action = 'match'), '-infinity')
+          AND coalesce((b.counts -> 'parcels' ->> 'inserted')::int, 0)
+              + coalesce((b.counts -> 'parcels' ->> 'updated')::int, 0) > 0
+        ORDER BY b.id DESC LIMIT 1"""), {"y": year}).first()
+    if row is not None:
+        raise ValueError(f"{year} 年所用的土地在上次地企匹配之后有新的交付（导入批次 {row.id}，{row.land_year} 年）："
+                         f"请先运行 `mujun match`，再评价 (land changed after the last match)")
+
+
 def _progress(progress, text: str) -> None:
     if progress:
         progress(text)

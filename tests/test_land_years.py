@@ -167,6 +167,10 @@ def two_years(engine, tmp_path, settings):
     before = evaluate_year(engine, 2024, "zhejiang_default", publish=True)
     land24 = _land(engine, 2024)
     report = import_bundle(engine, d25, settings=settings, year=2025)
+    # the 2025 land is not matched yet: rating 2025 is refused, 2024 (its land untouched) is not
+    with pytest.raises(ValueError, match="请先运行 `mujun match`"):
+        evaluate_year(engine, 2025, "zhejiang_default")
+    assert evaluate_year(engine, 2024, "zhejiang_default").run_hash == before.run_hash
     match = run_matching(engine, settings=settings)
     return {"engine": engine, "d24": d24, "d25": d25, "before": before, "land24": land24,
             "report": report, "match": match, "settings": settings}
