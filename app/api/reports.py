@@ -149,3 +149,144 @@ def enterprise_checkup(request: Request, uscc: str, ext: str, year: int | None =
 def parcel_checkup(request: Request, identity_code: str, ext: str, year: int | None = YEAR_QUERY,
                    who: Principal = Depends(principal)):
     return _checkup(request, "parcel", identity_code, ext, year, who)
+
+
+# --------------------------------------------------------------------------- 指标对比 and the summary
+
+def _compare_data(request: Request, who: Principal, level: str, indicator: str | None):
+    from app.compare import grades_of, indicators, subjects
+
+    engine: sa.Engine = request.app.state.engine
+    with engine.connect() as conn:
+        inds = indicators(conn, who)
+        key = indicator or next(iter(inds))
+        if key not in inds:
+            raise ValueError(f"unknown indicator '{key}'; one of: {', '.join(inds)}")
+        df = subjects(conn, who, level, key)
+        grades, colours = grades_of(conn, who)
+    return df, grades, colours, key, inds
+
+
+def _compare_checks(who: Principal, level: str, by: str | None = None) -> Response | None:
+    from app.compare import BY, LEVELS
+
+    who.require("public")
+    if level not in LEVELS:
+        return json_error(400, "InvalidParameterValue", f"level must be one of {', '.join(LEVELS)}")
+    if by is not None and by not in BY:
+        return json_error(400, "InvalidParameterValue", f"by must be one of {', '.join(BY)}")
+    if level == "enterprise" and not who.sees_links:
+        return _denied(who, "viewer", "comparing enterprises (经营主体) counts them by identity and")
+    return None
+
+
+@router.get("/compare", summary="指标对比: indicators and grade shares by township, industry group or year")
+def compare(request: Request, by: str = Query("township", description="township | industry_group | year"),
+            year: int | None = YEAR_QUERY, indicator: str | None = Query(None, description="indicator key, e.g. tax_per_mu"),
+            level: str = Query("parcel", description="enterprise (经营主体) | parcel (宗地)"),
+            who: Principal = Depends(principal)):
+    from app.api.common import json_response
+    from app.compare import compare_table
+
+    if (bad := _compare_checks(who, level, by)) is not None:
+        return bad
+    try:
+        df, grades, colours, key, inds = _compare_data(request, who, level, indicator)
+    except ValueError as exc:
+        return json_error(400, "InvalidParameterValue", str(exc))
+    title = inds[key]["title"]
+    table = compare_table(df, by, grades, year=year, figures=who.sees_figures, title=title)
+    years = sorted(int(y) for y in df["year"].dropna().unique())
+    return json_response({
+        "by": by, "level": level, "indicator": {"key": key, **inds[key]}, "indicators": inds,
+        "year": (year if year is not None else (years[-1] if years else None)) if by != "year" else None,
+        "years": years, "grades": grades, "colours": colours, "columns": list(table.columns),
+        "rows": table.astype(object).where(table.notna(), None).to_dict("records"),
+        "visibility": {"role": who.role, "region": who.region, "figures": who.sees_figures},
+    }, headers={"Cache-Control": "private, no-cache"})
+
+
+@router.get("/compare.xlsx", summary="指标对比 table as Excel")
+def compare_xlsx(request: Request, by: str = Query("township"), year: int | None = YEAR_QUERY,
+                 indicator: str | None = Query(None), level: str = Query("parcel"),
+                 who: Principal = Depends(principal)):
+    import xlsxwriter
+
+    from app.compare import BY, LEVELS, compare_table
+    from app.lists import _sheet
+
+    if (bad := _compare_checks(who, level, by)) is not None:
+        return bad
+    try:
+        df, grades, colours, key, inds = _compare_data(request, who, level, indicator)
+    except ValueError as exc:
+        return json_error(400, "InvalidParameterValue", str(exc))
+    table = compare_table(df, by, grades, year=year, figures=who.sees_figures, title=inds[key]["title"])
+
+    def write(path: Path) -> None:
+        wb = xlsxwriter.Workbook(str(path))
+        try:
+            _sheet(wb, f"按{BY[by]}", table, wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1}))
+        finally:
+            wb.close()
+    return _file_response(write, ".xlsx", f"指标对比_{LEVELS[level]}_按{BY[by]}.xlsx")
+
+
+@router.get("/compare/chart.{fmt}", summary="指标对比 chart as PNG or SVG: trend | township | distribution")
+def compare_chart(request: Request, fmt: str, kind: str = Query("trend"), year: int | None = YEAR_QUERY,
+                  indicator: str | None = Query(None), level: str = Query("parcel"),
+                  list_name: str | None = Query(None, alias="list"), industry_group: str | None = Query(None),
+                  who: Principal = Depends(principal)):
+    from app.compare import chart
+
+    if fmt not in ("png", "svg"):
+        return json_error(404, "NotFound", "charts come as .png or .svg")
+    if (bad := _compare_checks(who, level)) is not None:
+        return bad
+    if kind == "distribution" and not who.sees_figures:
+        return _denied(who, "analyst", "the score distribution with its cut-offs shows scores (figures) and")
+    try:
+        df, grades, colours, key, inds = _compare_data(request, who, level, indicator)
+        if not df["grade"].notna().any():
+            return json_error(404, "RunNotFound", "no graded subjects to chart")
+        body = chart(kind, df, grades, colours, figures=who.sees_figures, title=inds[key]["title"],
+                     unit=inds[key]["unit"], year=year, list_name=list_name, group=industry_group, fmt=fmt)
+    except ValueError as exc:
+        return json_error(400, "InvalidParameterValue", str(exc))
+    return Response(body, media_type="image/png" if fmt == "png" else "image/svg+xml",
+                    headers={"Cache-Control": "private, no-cache"})
+
+
+@router.get("/reports/summary.{ext}", summary="The county's summary report of a year (html | pdf)")
+def summary_report(request: Request, ext: str, year: int | None = YEAR_QUERY, who: Principal = Depends(principal)):
+    import datetime as dt
+
+    from app.checkup import _env, render_pdf
+    from app.compare import summary
+
+    who.require("public")
+    if ext not in ("html", "pdf"):
+        return json_error(404, "NotFound", "the summary comes as .html or .pdf")
+    engine: sa.Engine = request.app.state.engine
+    try:
+        with engine.connect() as conn:
+            doc = summary(conn, who, year)
+    except LookupError as exc:
+        return json_error(404, "RunNotFound", str(exc))
+    doc["generated"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    html = _env().get_template("summary.html").render(d=doc)
+    if ext == "html":
+        return Response(html, media_type="text/html; charset=utf-8", headers={"Cache-Control": "private, no-cache"})
+    headers = attachment(f"{doc['year']}年亩均效益评价汇总报告{('_' + who.region) if who.region else ''}.pdf")
+    return Response(render_pdf(html), media_type="application/pdf", headers=headers)
+
+
+@router.get("/map/compare", include_in_schema=False)
+def compare_page():
+    """指标对比 page (tables and charts from /compare)."""
+    from fastapi.responses import FileResponse
+
+    from app.api.web import STATIC_DIR
+
+    return FileResponse(STATIC_DIR / "compare.html", media_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-cache"})

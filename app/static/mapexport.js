@@ -57,7 +57,7 @@ $('export-xlsx').addEventListener('click', () => { exportList(); });
 function refreshLinks() {
   const { state } = window.mujun;
   if (!state?.year) return;
-  $('link-compare').href = `/compare${keyQuery({ year: state.year })}`;
+  $('link-compare').href = `/map/compare${keyQuery({ year: state.year })}`;
   $('link-summary').href = `/reports/summary.html${keyQuery({ year: state.year })}`;
 }
 for (const b of document.querySelectorAll('.tabs button[data-tab="export"]')) b.addEventListener('click', refreshLinks);
