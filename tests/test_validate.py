@@ -89,7 +89,7 @@ def test_duplicate_metrics_year_and_read_errors_dropped(tmp_path):
     b = validate_bundle(read_bundle(d))
     msgs = {(r.row, r.field): r.reason for r in b.errors.itertuples()}
     assert msgs == {(4, "year"): "应为整数 (not an integer) — 填写整数",
-                    (5, "year"): "同一企业同一年度指标重复，首次出现在第 2 行 (duplicate metrics for uscc and year, first at row 2)"}
+                    (5, "year"): "同一企业同一年度指标重复，首次出现在第 2 行 (duplicate metrics for uscc and year, first at row 2) — 删除重复行"}
     assert list(b.tables["metrics"]["_row"]) == [2, 3]
     assert pd.isna(b.tables["metrics"]["tax_paid"].iloc[1])
 
