@@ -290,3 +290,38 @@ def compare_page():
 
     return FileResponse(STATIC_DIR / "compare.html", media_type="text/html; charset=utf-8",
                         headers={"Cache-Control": "no-cache"})
+
+
+# --------------------------------------------------------------------------- printed map
+
+_PRINT_MAX_BYTES = 25 * 1024 * 1024
+_PAPER_MM = {"A4": (297, 210), "A3": (420, 297)}
+
+
+@router.post("/print/map.pdf", summary="A printed map page (the PNG the web map composed) as a landscape PDF")
+async def print_map(request: Request, paper: str = Query("A4", description="A4 | A3 (landscape)"),
+                    title: str = Query("地图", max_length=200), who: Principal = Depends(principal)):
+    """The map page is composed in the browser (title, year, legend with counts, scale bar, north
+    arrow, date and source, see static/mapexport.js); this wraps it, at full page size, into a PDF."""
+    import base64
+    import html
+
+    from starlette.concurrency import run_in_threadpool
+
+    from app.checkup import render_pdf
+
+    who.require("public")
+    if paper not in _PAPER_MM:
+        return json_error(400, "InvalidParameterValue", "paper must be A4 or A3")
+    body = await request.body()
+    if len(body) > _PRINT_MAX_BYTES:
+        return json_error(413, "PayloadTooLarge", "the page image is larger than 25 MB")
+    if not body.startswith(b"\x89PNG\r\n\x1a\n"):
+        return json_error(400, "InvalidParameterValue", "send the page as a PNG image (Content-Type: image/png)")
+    w, h = _PAPER_MM[paper]
+    doc = (f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+           f'<style>@page {{ size: {w}mm {h}mm; margin: 0 }} body {{ margin: 0 }} '
+           f'img {{ width: {w}mm; height: {h}mm; display: block; object-fit: contain }}</style></head>'
+           f'<body><img src="data:image/png;base64,{base64.b64encode(body).decode()}"></body></html>')
+    pdf = await run_in_threadpool(render_pdf, doc)
+    return Response(pdf, media_type="application/pdf", headers=attachment(f"地图_{paper}.pdf"))
