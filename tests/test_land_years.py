@@ -113,6 +113,8 @@ def write_delivery(root, layers: dict, *, noise_seed: int | None = None, shuffle
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(noise_seed or 0)
     for name, rows in layers.items():
+        if not rows:
+            continue
         df = gpd.GeoDataFrame(rows, geometry="geometry", crs=GK)
         if noise_seed is not None:
             df = df.set_geometry(gpd.GeoSeries(_noisy(df.geometry, rng), index=df.index, crs=GK))
@@ -557,3 +559,24 @@ def test_map_layers_show_the_land_of_their_year(two_years):
         in25 = set(features_in(client.get(f"/tiles/parcels/16/{x}/{y}.pbf", params={"year": 2025})))
         assert f"R-{pcode(2)}" in in24 and f"R-{pcode(103)}" not in in24
         assert f"R-{pcode(103)}" in in25 and f"R-{pcode(2)}" not in in25
+
+
+def test_same_year_correction_updates_in_place_and_partial_only_adds(engine, tmp_path, settings):
+    """A corrected delivery of the same year replaces that year's version (no second version of
+    one year); a partial delivery adds and changes land and retires nothing absent from it."""
+    import_bundle(engine, write_delivery(tmp_path / "a", county_2024()), settings=settings, year=2024)
+    fixed = county_2024()
+    fixed["parcels"][5]["geometry"] = box(*cell(6).bounds[:2], cell(6).bounds[2] - 5, cell(6).bounds[3])
+    rep = import_bundle(engine, write_delivery(tmp_path / "b", fixed), settings=settings, year=2024)
+    assert rep.land["changed"] >= 1 and rep.land["retired"] == 0
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT valid_from, valid_to, area_m2 FROM parcels WHERE identity_code = :c"),
+                            {"c": f"R-{pcode(6)}"}).all()
+    assert len(rows) == 1 and rows[0][:2] == (2024, None) and rows[0][2] == pytest.approx(95 * H, rel=1e-6)
+    extra = {"parcels": [{**county_2024()["parcels"][0], "宗地代码": pcode(300),
+                          "geometry": box(X0 - 300, Y0, X0 - 200, Y0 + 60)}], "defacto": []}
+    part = import_bundle(engine, write_delivery(tmp_path / "c", extra, corrections=False), settings=settings,
+                         year=2025, partial=True)
+    assert (part.land["new"], part.land["retired"]) == (1, 0)
+    land25 = _land(engine, 2025)
+    assert len(land25) == len(_land(engine, 2024)) + 1 and f"R-{pcode(300)}" in set(land25["identity_code"])
