@@ -363,7 +363,8 @@ def test_region_scoped_key_sees_only_its_township(client, county):
 
 def test_empty_tiles_are_204_and_errors_are_actionable(client):
     assert client.get("/tiles/parcels/15/0/0.pbf").status_code == 204
-    assert client.get("/tiles/parcels/3/6/3.pbf").status_code == 204  # below minzoom
+    assert client.get("/tiles/sublots/3/6/3.pbf").status_code == 204  # below minzoom
+    assert client.get("/tiles/parcels/3/0/0.pbf").status_code == 204  # an overview tile with no land
     r = client.get("/tiles/nosuch/15/0/0.pbf")
     assert r.status_code == 404 and "parcels" in r.json()["description"]
     r = client.get("/tiles/parcels/2/9/0.pbf")
@@ -379,6 +380,58 @@ def test_low_zoom_simplifies_and_drops_specks(client, county):
     assert county.attached not in feats  # 800 m², 10 m wide: a speck at z10
     hi = features_in(get_layer(client, "parcels", 17, *tile_of(0, 4, 17)))
     assert county.attached in hi
+
+
+def _overview(r) -> list[dict]:
+    assert r.status_code == 200, (r.status_code, r.text)
+    (name, lay), = decode(r.content).items()
+    assert name == "parcels"
+    return lay["features"]
+
+
+def test_overview_tiles_colour_the_county_at_every_low_zoom(client, county):
+    """z0–9: parcels aggregated by grade (one screen pixel cells), so the county is drawn when a
+    map opens below zoom 10; grades are those of the run shown, the region scope holds."""
+    eng = sa.create_engine(county.url)
+    with eng.connect() as conn:
+        by_town = {t: set(gs) for t, gs in conn.execute(sa.text(
+            "SELECT p.township, array_agg(DISTINCT coalesce(r.grade, '')) FROM parcels p LEFT JOIN parcel_ratings r "
+            "ON r.identity_code = p.identity_code AND r.run_id = :run GROUP BY 1"), {"run": county.runs["2024"]})}
+        n_parcels = conn.execute(sa.text("SELECT count(*) FROM parcels")).scalar()
+    eng.dispose()
+    for z in range(0, 10):
+        x, y = tile_of(2, 2, z)
+        feats = _overview(get_layer(client, "parcels", z, x, y))
+        # few features whatever the parcel count: one per (grade, township, industry group)
+        assert 0 < len(feats) <= 4 * 2 * 3, (z, len(feats))
+        got = {}
+        for f in feats:
+            p = f["properties"]
+            # (an ungraded piece has no grade/colour: MVT leaves NULL properties out)
+            assert set(p) >= {"township", "n", "area_mu"} and "identity_code" not in p
+            assert ("grade" in p) == ("colour" in p)
+            assert "tax_per_mu" not in p and "owner_name" not in p
+            got.setdefault(p["township"], set()).add(p.get("grade", ""))
+        # every grade of each township is drawn somewhere at z9; at lower zooms the dominant ones
+        assert set(got) == set(by_town)
+        for t, gs in got.items():
+            assert gs <= by_town[t]
+            if z == 9:
+                assert gs == by_town[t], (t, gs, by_town[t])
+        if z <= 7:  # the whole county in one tile: every parcel counted once
+            assert sum(f["properties"]["n"] for f in feats) == n_parcels
+    # the 2022 run's grades, and a township-scoped key sees its township only
+    x, y = tile_of(2, 2, 9)
+    def by_grade(feats):
+        out = {}
+        for f in feats:
+            out[f["properties"].get("grade")] = out.get(f["properties"].get("grade"), 0) + f["properties"]["n"]
+        return out
+    old = by_grade(_overview(get_layer(client, "parcels", 9, x, y, year=2023)))
+    assert old and old != by_grade(_overview(get_layer(client, "parcels", 9, x, y)))
+    scoped = _overview(get_layer(client, "parcels", 9, x, y, "analyst_t2", county))
+    assert {f["properties"]["township"] for f in scoped} == {T2}
+    assert client.get("/tiles/parcels.json").json()["minzoom"] == 0
 
 
 def test_etag_and_cache_control(client, county):

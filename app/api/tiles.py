@@ -47,8 +47,17 @@ BUFFER = 64
 #: Largest zoom served; TileJSON advertises ``TILEJSON_MAXZOOM`` (clients overzoom past it).
 MAX_Z = 24
 TILEJSON_MAXZOOM = 16
-#: Below these zooms a tile would hold a whole county of parcels: an empty tile is served.
-MINZOOM = {"parcels": 10, "defacto": 10, "sublots": 12, "enterprises": 8}
+#: Below these zooms a tile would hold a whole county of parcels: an empty tile is served —
+#: except for the layers with an overview (:data:`OVERVIEW_BELOW_Z`), which start at zoom 0.
+MINZOOM = {"parcels": 0, "defacto": 10, "sublots": 12, "enterprises": 8}
+#: Below this zoom the layers in :data:`OVERVIEW_PROPS` are served as overview tiles
+#: (:func:`overview_sql`): a parcel is under two screen pixels wide there, so drawn one by one it
+#: would vanish (or be dropped as a speck) and the county would open blank.
+OVERVIEW_BELOW_Z = 10
+#: The properties an overview feature carries (all public, and what the map colours and filters by).
+OVERVIEW_PROPS = {"parcels": ("grade", "colour", "township", "industry_group")}
+#: Overview cell = this many tile units (1/512 of the tile: one screen pixel of a 512 px tile).
+OVERVIEW_CELL_UNITS = 8
 #: Simplify geometries below this zoom (at z ≥ 15 a tile unit is ≤ 0.6 m: nothing to gain).
 SIMPLIFY_BELOW_Z = 15
 WEB_MERCATOR_SPAN = 2 * 20037508.342789244
@@ -120,6 +129,60 @@ SELECT (SELECT version FROM data_version WHERE id = 1) AS dv,
        (SELECT ST_AsMVT(tile.*, '{layer.id}', {EXTENT}, 'geom', 'fid') FROM tile WHERE tile.geom IS NOT NULL) AS mvt"""
 
 
+def overview_sql(layer: Layer, *, explicit_run: bool, region_sql: str, drafts: bool = True) -> str:
+    """An overview tile (z < :data:`OVERVIEW_BELOW_Z`): ``(dv, run_id, mvt)``, same binds as
+    :func:`tile_sql` plus ``:cell`` (m, EPSG:3857).
+
+    Land smaller than a cell is aggregated: each cell of the grid (one screen pixel) takes, per
+    township and industry group, the grade covering the most 亩 among the parcels whose centroid
+    falls in it; land larger than a cell keeps its own (simplified) outline. Pieces of one grade,
+    township and group are merged, so a tile holds a handful of multipolygons whatever the number
+    of parcels: each feature has ``grade``, ``colour``, ``township``, ``industry_group``, ``n``
+    (parcels drawn by it, whatever their grade) and ``area_mu`` (their 亩) — all public-level (app.auth.CONFIDENTIALITY).
+    No feature id: an overview feature is not one parcel.
+    """
+    g = layer.geom_sql
+    names = OVERVIEW_PROPS[layer.id]
+    cols = ", ".join(f'{layer.prop(n).sql} AS "{n}"' for n in names)
+    keys = ", ".join(f'"{n}"' for n in names)
+    part = ", ".join(f'"{n}"' for n in names if n not in ("grade", "colour"))
+    return f"""
+WITH run AS ({_run_cte(explicit_run, drafts)}),
+src AS (
+    SELECT ST_Transform({g}, 3857) AS g, p.area_mu AS a, {cols}
+    FROM {_bind_run(layer.from_sql)}
+    -- clipped to the world: past ±180° the transformed envelope would wrap round
+    WHERE {g} && ST_Transform(ST_ClipByBox2D(ST_TileEnvelope(:z, :x, :y, margin => :margin),
+                                             ST_TileEnvelope(0, 0, 0)), 4490)
+      AND ({layer.where_sql}) AND {region_sql}
+),
+small AS (
+    SELECT floor(ST_X(ST_Centroid(g)) / :cell) AS cx, floor(ST_Y(ST_Centroid(g)) / :cell) AS cy,
+           {keys}, sum(a) AS a, count(*) AS n
+    FROM src WHERE ST_Area(g) < :cell * :cell
+    GROUP BY 1, 2, {keys}
+),
+dominant AS (
+    SELECT DISTINCT ON (cx, cy, {part}) *,
+           sum(n) OVER (PARTITION BY cx, cy, {part}) AS n_cell, sum(a) OVER (PARTITION BY cx, cy, {part}) AS a_cell
+    FROM small ORDER BY cx, cy, {part}, a DESC, grade
+),
+pieces AS (
+    SELECT ST_MakeEnvelope(cx * :cell, cy * :cell, (cx + 1) * :cell, (cy + 1) * :cell, 3857) AS g,
+           {keys}, n_cell AS n, a_cell AS a FROM dominant
+    UNION ALL
+    SELECT ST_Simplify(g, :tol) AS g, {keys}, 1 AS n, a FROM src WHERE ST_Area(g) >= :cell * :cell
+),
+tile AS (
+    SELECT ST_AsMVTGeom(ST_Union(g), ST_TileEnvelope(:z, :x, :y), {EXTENT}, {BUFFER}, true) AS geom,
+           {keys}, sum(n)::integer AS n, round(sum(a) * 1000) / 1000 AS area_mu
+    FROM pieces GROUP BY {keys}
+)
+SELECT (SELECT version FROM data_version WHERE id = 1) AS dv,
+       (SELECT id FROM run) AS run_id,
+       (SELECT ST_AsMVT(tile.*, '{layer.id}', {EXTENT}, 'geom') FROM tile WHERE tile.geom IS NOT NULL) AS mvt"""
+
+
 def extent_sql(layer: Layer, region_sql: str) -> str:
     """Bounds of what the caller may see (CGCS2000 ≈ WGS84 at these scales)."""
     return f"""
@@ -147,15 +210,21 @@ def _tile_statement(layer_id: str, role: str, links: bool, simplify: bool, expli
                             drafts=who.sees_drafts, ids=who.at_least(lay.id_level)))
 
 
+@lru_cache(maxsize=64)
+def _overview_statement(layer_id: str, drafts: bool, explicit_run: bool, region_sql: str) -> sa.TextClause:
+    return sa.text(overview_sql(LAYERS[layer_id], explicit_run=explicit_run, region_sql=region_sql, drafts=drafts))
+
+
 # --------------------------------------------------------------------------- helpers
 
 
 def tile_params(z: int) -> dict:
-    """Zoom-dependent tolerances: simplification = one tile unit; tiny = ¼ screen pixel (256 px)."""
+    """Zoom-dependent tolerances: simplification = one tile unit; tiny = ¼ screen pixel (256 px);
+    overview cell = :data:`OVERVIEW_CELL_UNITS` tile units (m, EPSG:3857)."""
     unit_m = WEB_MERCATOR_SPAN / (2 ** z) / EXTENT
     pixel_deg = 360.0 / (2 ** z) / 256
     return {"tol": unit_m, "min_area": 0.25 * pixel_deg * pixel_deg * 0.86,
-            "margin": BUFFER / EXTENT}
+            "margin": BUFFER / EXTENT, "cell": unit_m * OVERVIEW_CELL_UNITS}
 
 
 def unknown_layer(layer_id: str) -> Response:
@@ -214,8 +283,11 @@ def get_tile(request: Request, layer: str, z: int = Path(ge=0, le=MAX_Z), x: int
             return Response(status_code=204, headers=headers)
         region_sql, params = who.region_clause(lay.township_sql)
         params |= {"z": z, "x": x, "y": y, "run": run, "year": year, **tile_params(z)}
-        stmt = _tile_statement(lay.id, who.role, who.publish_links, z < SIMPLIFY_BELOW_Z, run is not None,
-                               region_sql)
+        if z < OVERVIEW_BELOW_Z and lay.id in OVERVIEW_PROPS:
+            stmt = _overview_statement(lay.id, who.sees_drafts, run is not None, region_sql)
+        else:
+            stmt = _tile_statement(lay.id, who.role, who.publish_links, z < SIMPLIFY_BELOW_Z, run is not None,
+                                   region_sql)
         row = conn.execute(stmt, params).one()
         if row.run_id is None and (run is not None or year is not None):
             return run_not_found(conn, run, year, who.sees_drafts)

@@ -96,7 +96,9 @@ function buildStyle() {
   const cfg = state.config;
   const base = cfg.basemap || { tiles: [] };
   const sources = {
-    parcels: { type: 'vector', tiles: [tileUrl('parcels')], minzoom: 10, maxzoom: 16 },
+    // from zoom 0: below 10 the server sends overview tiles (land merged by grade), so the county
+    // is coloured at its initial extent on any window size
+    parcels: { type: 'vector', tiles: [tileUrl('parcels')], minzoom: 0, maxzoom: 16 },
     defacto: { type: 'vector', tiles: [tileUrl('defacto')], minzoom: 10, maxzoom: 16 },
     sublots: { type: 'vector', tiles: [tileUrl('sublots')], minzoom: 12, maxzoom: 16 },
     enterprises: { type: 'vector', tiles: [tileUrl('enterprises')], minzoom: 8, maxzoom: 16 },
@@ -648,6 +650,8 @@ function onMapClick(e) {
   const p = f.properties || {};
   if (f.layer.id === 'enterprises-circle') openEnterprisePopup(p.uscc, p, e.lngLat);
   else if (f.layer.id === 'clusters-fill') selectCluster(p._idx, false);
+  // an overview piece (below zoom 10) is many parcels: zoom in to them instead of a popup
+  else if (!p.identity_code) map.easeTo({ center: e.lngLat, zoom: Math.max(map.getZoom() + 2, 10.5) });
   else openParcelPopup(p.identity_code, p, e.lngLat);
 }
 

@@ -1,0 +1,88 @@
+// Opens /map at several window sizes and, without any zoom or pan, reports how soon the canvas
+// shows land in its grade colours (pixel counts per colour, from screenshots) and at what zoom
+// the map opened. Run by tests/test_map_zooms.py:
+//   node zoom_check.mjs --base URL --key KEY --colours '{"A":"#..",..}' --sizes 1280x900,1920x1080
+//        --out DIR --profile DIR [--budget 5000] [--prefix name]
+import { chromium } from 'playwright-core';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
+  if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1]]);
+  return acc;
+}, []));
+const colours = JSON.parse(args.colours);          // name → hex (grades and 'ungraded')
+const sizes = args.sizes.split(',').map(s => s.split('x').map(Number));
+const budget = Number(args.budget || 5000);
+const prefix = args.prefix || 'zoom';
+mkdirSync(args.out, { recursive: true });
+rmSync(args.profile, { recursive: true, force: true });
+
+const context = await chromium.launchPersistentContext(args.profile, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  deviceScaleFactor: 1,
+  locale: 'zh-CN',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+         '--disable-background-networking', '--disable-component-update', '--disable-sync',
+         '--use-angle=swiftshader', '--use-gl=angle', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
+});
+
+/** Pixels of the #map element per named colour (each channel within ±10). */
+async function countColours(page) {
+  const box = await page.locator('#map').boundingBox();
+  const png = (await page.screenshot({ clip: box })).toString('base64');
+  return page.evaluate(async ({ b64, colours }) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${b64}`;
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.width; c.height = img.height;
+    const ctx = c.getContext('2d');
+    ctx.drawImage(img, 0, 0);
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    const want = Object.entries(colours).map(([k, h]) => [k, [1, 3, 5].map(i => parseInt(h.slice(i, i + 2), 16))]);
+    const n = Object.fromEntries(want.map(([k]) => [k, 0]));
+    for (let i = 0; i < d.length; i += 4) {
+      for (const [k, rgb] of want) {
+        if (Math.abs(d[i] - rgb[0]) <= 10 && Math.abs(d[i + 1] - rgb[1]) <= 10 && Math.abs(d[i + 2] - rgb[2]) <= 10) { n[k]++; break; }
+      }
+    }
+    return n;
+  }, { b64: png, colours });
+}
+
+const report = { views: [] };
+for (const [width, height] of sizes) {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  const tiles = [];
+  page.on('response', (r) => {
+    const m = r.url().match(/\/tiles\/parcels\/(\d+)\/\d+\/\d+\.pbf/);
+    if (m) tiles.push({ z: Number(m[1]), status: r.status() });
+  });
+  await page.setViewportSize({ width, height });
+  const t0 = Date.now();
+  await page.goto(`${args.base}/map?api_key=${encodeURIComponent(args.key)}`);
+  let counts = null;
+  let ms = null;
+  // poll the pixels until land is drawn (≥ 200 px in the expected colours) or the budget is spent
+  while (Date.now() - t0 < budget + 3000) {
+    const ready = await page.evaluate(() => !!window.mujun?.map);
+    if (ready) {
+      counts = await countColours(page);
+      const drawn = Object.values(counts).reduce((a, b) => a + b, 0);
+      if (drawn >= 200) { ms = Date.now() - t0; break; }
+    }
+    await page.waitForTimeout(200);
+  }
+  const zoom = await page.evaluate(() => window.mujun?.map?.getZoom() ?? null);
+  const name = `${prefix}_${width}x${height}.png`;
+  await page.screenshot({ path: join(args.out, name) });
+  report.views.push({ width, height, zoom, ms_to_colour: ms, counts, tiles, errors, screenshot: name });
+  await page.close();
+}
+await context.close();
+process.stdout.write(`${JSON.stringify(report)}\n`);
