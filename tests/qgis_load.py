@@ -4,7 +4,7 @@ Run by ``tests/test_features_qgis.py`` with Debian's ``/usr/bin/python3`` (pytho
 the project venv::
 
     QT_QPA_PLATFORM=offscreen /usr/bin/python3 tests/qgis_load.py http://127.0.0.1:8000 parcels \
-        [--key KEY] [--geojson-url URL] [--style-url URL]
+        [--key KEY] [--geojson-url URL] [--style-url URL] [--ogr-url URL]
 
 For the collection through the ``OAPIF`` provider (QGIS's own client: it reads the landing page,
 ``/api`` for the page size, the collection, then pages through ``items`` by ``next`` links) and
@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import urllib.request
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -69,6 +70,9 @@ def main() -> int:
     ap.add_argument("--id-field", default="identity_code")
     ap.add_argument("--geojson-url", default=None)
     ap.add_argument("--style-url", default=None)
+    ap.add_argument("--ogr-url", default=None, help="any URL/path for the ogr provider (e.g. a FlatGeobuf "
+                    "export by its plain http URL); reported as 'ogr', with the seconds it took")
+    ap.add_argument("--only-ogr", action="store_true", help="skip the OAPIF layer")
     a = ap.parse_args()
 
     app = QgsApplication([], False)
@@ -78,21 +82,27 @@ def main() -> int:
         base = a.url.rstrip("/")
         if a.key:
             base += f"?api_key={a.key}"  # QGIS appends the URL's query to every request it makes
-        uri = f"url='{base}' typename='{a.collection}'"
-        lyr = QgsVectorLayer(uri, a.collection, "OAPIF")
-        result["oapif"] = describe(lyr, a.id_field)
-        if a.style_url and lyr.isValid():
-            with urllib.request.urlopen(a.style_url) as r, tempfile.NamedTemporaryFile("wb", suffix=".qml", delete=False) as f:
-                f.write(r.read())
-            msg, ok = lyr.loadNamedStyle(f.name)
-            r = lyr.renderer()
-            result["style"] = {"ok": bool(ok), "message": msg, "renderer": r.type() if r else None,
-                               "field": r.classAttribute() if hasattr(r, "classAttribute") else None,
-                               "categories": {str(c.value()): c.symbol().color().name()
-                                              for c in r.categories()} if hasattr(r, "categories") else {}}
-        if a.geojson_url:
-            g = QgsVectorLayer(a.geojson_url, a.collection + "_geojson", "ogr")
-            result["geojson"] = describe(g, a.id_field)
+        if a.ogr_url:
+            t0 = time.perf_counter()
+            o = QgsVectorLayer(a.ogr_url, a.collection + "_ogr", "ogr")
+            result["ogr"] = describe(o, a.id_field)
+            result["ogr"]["seconds"] = round(time.perf_counter() - t0, 3)
+        if not a.only_ogr:
+            uri = f"url='{base}' typename='{a.collection}'"
+            lyr = QgsVectorLayer(uri, a.collection, "OAPIF")
+            result["oapif"] = describe(lyr, a.id_field)
+            if a.style_url and lyr.isValid():
+                with urllib.request.urlopen(a.style_url) as r, tempfile.NamedTemporaryFile("wb", suffix=".qml", delete=False) as f:
+                    f.write(r.read())
+                msg, ok = lyr.loadNamedStyle(f.name)
+                r = lyr.renderer()
+                result["style"] = {"ok": bool(ok), "message": msg, "renderer": r.type() if r else None,
+                                   "field": r.classAttribute() if hasattr(r, "classAttribute") else None,
+                                   "categories": {str(c.value()): c.symbol().color().name()
+                                                  for c in r.categories()} if hasattr(r, "categories") else {}}
+            if a.geojson_url:
+                g = QgsVectorLayer(a.geojson_url, a.collection + "_geojson", "ogr")
+                result["geojson"] = describe(g, a.id_field)
     finally:
         print(json.dumps(result, ensure_ascii=False))
         sys.stdout.flush()

@@ -106,3 +106,19 @@ def test_qgis_township_key(server, features_db):  # noqa: F811
     assert o["valid"] and o["feature_count"] == own and o["iterated"] == own
     assert "tax_per_mu" in o["fields"] and o["field_types"]["tax_per_mu"] == DOUBLE
     assert o["first"]["township"] == TOWNSHIPS[1]
+
+
+@pytest.mark.parametrize("route", ["plain", "vsicurl"])
+def test_qgis_opens_the_flatgeobuf_export_by_plain_url(features_db, tmp_path, route):  # noqa: F811
+    """QGIS's ogr provider on the export's URL — as typed into *Add Vector Layer → Protocol* or
+    ``QgsVectorLayer(url, name, "ogr")`` — reads every feature with its field types. (Streamed
+    without a length, the plain /vsicurl/ route saw a 0-byte file and crashed QGIS 3.22.)"""
+    n = db_scalar(features_db["url"], "SELECT count(*) FROM parcels")
+    with serve(features_db["url"], data_dir=tmp_path) as url:
+        fgb = f"{url}/collections/parcels/export.fgb"
+        res = load(url, "parcels", "--only-ogr", "--ogr-url", fgb if route == "plain" else f"/vsicurl/{fgb}")
+    o = res["ogr"]
+    assert o["valid"], o
+    assert o["provider"] == "ogr"
+    assert o["feature_count"] == n and o["iterated"] == n and o["distinct_ids"] == n and o["with_geometry"] == n
+    _check_types(o["field_types"])

@@ -28,21 +28,23 @@ import copy
 import datetime as dt
 import functools
 import math
+import os
 import threading
 import zlib
 from collections import OrderedDict
+from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from app import auth
+from app import auth, cache
 from app.api import cql2, errors
 from app.api import sql as fsql
 from app.api.common import (FLATGEOBUF, GEOJSON, JSON, OPENAPI_JSON, ApiError, DbStreamingResponse, base_url,
-                            data_version, etag_response, json_response, releaser, wants)
+                            data_version, etag_response, json_response, principal_scope, releaser, wants)
 from app.api.layers import LAYERS, Layer
 from app.api.styles import style_links
 
@@ -744,13 +746,44 @@ def _export_geojson(request: Request, collection_id: str, skip: tuple[str, ...] 
     return _streaming(request, body(), GEOJSON, headers, releaser(result, conn))
 
 
-@router.get("/collections/{collection_id}/export.fgb", summary="Whole layer as FlatGeobuf (streamed)",
-            response_class=Response, responses={200: {"content": {FLATGEOBUF: {}}}})
+#: Query parameters that leave an export whole (the cached file answers them).
+_WHOLE_LAYER_PARAMS = frozenset({"run", "year", "api_key", "f"})
+
+
+def _whole_layer(request: Request) -> bool:
+    """No filter, CRS or property choice: the whole layer as the caller may see it."""
+    return set(request.query_params.keys()) <= _WHOLE_LAYER_PARAMS
+
+
+def _export_file(request: Request, q: fsql.FeatureQuery, who: auth.Principal, version: int, fmt: str,
+                 build) -> Path:
+    """The pre-built whole-layer file (:mod:`app.cache`): one per database, data version, layer,
+    format, run shown and the caller's scope class (role, region, links published)."""
+    db_id = _engine(request).url.render_as_string(hide_password=True)
+    key = f"{db_id}|{q.layer.id}|{fmt}|run={q.run_id}|{principal_scope(who)}"
+    return cache.cached_file(_settings(request).data_dir, version, key, f".{fmt}", build)
+
+
+def _file_response(path: Path, media_type: str, headers: dict) -> FileResponse:
+    """A cached export with Content-Length, byte ranges (206) and HEAD (starlette FileResponse);
+    the ETag is ours (data version, URL, scope), so ``If-None-Match`` already answered 304."""
+    return FileResponse(path, media_type=media_type, headers=headers, stat_result=os.stat(path))
+
+
+@router.api_route("/collections/{collection_id}/export.fgb", methods=["GET", "HEAD"],
+                  summary="Whole layer as FlatGeobuf (a cached file with Content-Length and byte ranges; "
+                          "streamed when filtered)",
+                  response_class=Response, responses={200: {"content": {FLATGEOBUF: {}}},
+                                                      206: {"content": {FLATGEOBUF: {}}}})
 @_api
 def export_fgb(request: Request, collection_id: str):
     """FlatGeobuf made by PostGIS (``ST_AsFlatGeobuf``) in key-ordered chunks: the first chunk
     whole, then only the features of the others (they share the header), so memory stays flat
-    whatever the layer's size. No spatial index (that would need all features first)."""
+    whatever the layer's size. No spatial index (that would need all features first).
+
+    The whole layer (no filter) comes from a file built once per data version (:mod:`app.cache`):
+    ``HEAD``, ``Content-Length`` and ``Range`` work, so GDAL ``/vsicurl/`` and QGIS open the plain
+    URL. A filtered export is streamed (no length)."""
     who = _who(request)
     layer = _layer(collection_id, who)
     s = _settings(request)
@@ -762,38 +795,56 @@ def export_fgb(request: Request, collection_id: str):
             conn.close()
             return r304
         q = _query(request, conn, version, layer, who, allowed=EXPORT_PARAMS, sortable=False)
-        sql, params = fsql.fgb_chunk_sql(q, None, s.features_fgb_chunk_rows)
-        row = conn.execute(sa.text(sql), params).one()
-        empty = None
-        if row.fgb is None:  # nothing selected: a valid empty file (the header only)
-            data = bytes(conn.execute(sa.text(fsql.fgb_empty_sql(q))).scalar_one())
-            empty = data[:12 + int.from_bytes(data[8:12], "little")]
+        headers = _common_headers(q, eheaders)
+        headers["Content-Disposition"] = f'attachment; filename="{layer.id}.fgb"'
+        if _whole_layer(request):
+            try:
+                path = _export_file(request, q, who, version, "fgb",
+                                    lambda f: f.writelines(_fgb_chunks(conn, q, s, *_fgb_first(conn, q, s))))
+            finally:
+                conn.close()
+            return _file_response(path, FLATGEOBUF, headers)
+        row, empty = _fgb_first(conn, q, s)
     except BaseException:
         conn.close()
         raise
-    headers = _common_headers(q, eheaders)
-    headers["Content-Disposition"] = f'attachment; filename="{layer.id}.fgb"'
-    types = [p.type for p in q.props]
 
     def body():
         try:
-            r = row
-            first = True
-            while r.fgb is not None:
-                data = fgb_fix_null_indices(bytes(r.fgb), r.masks or "", types)
-                hsize = int.from_bytes(data[8:12], "little")
-                yield data if first else data[12 + hsize:]
-                first = False
-                if r.n < s.features_fgb_chunk_rows:
-                    break
-                sql_n, params_n = fsql.fgb_chunk_sql(q, r.last_key, s.features_fgb_chunk_rows)
-                r = conn.execute(sa.text(sql_n), params_n).one()
-            if first and empty is not None:
-                yield empty
+            yield from _fgb_chunks(conn, q, s, row, empty)
         finally:
             conn.close()
 
     return _streaming(request, body(), FLATGEOBUF, headers, releaser(conn))
+
+
+def _fgb_first(conn: sa.Connection, q: fsql.FeatureQuery, s):
+    """The first chunk's row, and the header-only file to send when nothing is selected."""
+    sql, params = fsql.fgb_chunk_sql(q, None, s.features_fgb_chunk_rows)
+    row = conn.execute(sa.text(sql), params).one()
+    empty = None
+    if row.fgb is None:  # nothing selected: a valid empty file (the header only)
+        data = bytes(conn.execute(sa.text(fsql.fgb_empty_sql(q))).scalar_one())
+        empty = data[:12 + int.from_bytes(data[8:12], "little")]
+    return row, empty
+
+
+def _fgb_chunks(conn: sa.Connection, q: fsql.FeatureQuery, s, row, empty):
+    """The FlatGeobuf bytes: the first chunk whole, the features of the following ones."""
+    types = [p.type for p in q.props]
+    r = row
+    first = True
+    while r.fgb is not None:
+        data = fgb_fix_null_indices(bytes(r.fgb), r.masks or "", types)
+        hsize = int.from_bytes(data[8:12], "little")
+        yield data if first else data[12 + hsize:]
+        first = False
+        if r.n < s.features_fgb_chunk_rows:
+            break
+        sql_n, params_n = fsql.fgb_chunk_sql(q, r.last_key, s.features_fgb_chunk_rows)
+        r = conn.execute(sa.text(sql_n), params_n).one()
+    if first and empty is not None:
+        yield empty
 
 
 # ----------------------------------------------------------------------------- one item
