@@ -112,3 +112,25 @@ def test_data_version_invalidates(server, features_db, cache_dir):  # noqa: F811
     assert all(name.startswith(f"v{v}-") for name in now), now  # the older versions' files are gone
     assert not (now & files)
     assert after.content == before.content  # the data itself did not change
+
+
+def test_geopackage_export(server, features_db, tmp_path):  # noqa: F811
+    n = db_scalar(features_db["url"], "SELECT count(*) FROM parcels")
+    url = f"{server}/collections/parcels/export.gpkg"
+    head = httpx.head(url)
+    assert head.status_code == 200 and int(head.headers["content-length"]) > 0
+    assert head.headers["content-type"] == "application/geopackage+sqlite3"
+    r = httpx.get(url)
+    (tmp_path / "p.gpkg").write_bytes(r.content)
+    df = pyogrio.read_dataframe(tmp_path / "p.gpkg")
+    fgb = pyogrio.read_dataframe(io.BytesIO(httpx.get(f"{server}/collections/parcels/export.fgb").content))
+    assert len(df) == n and list(df.columns) == list(fgb.columns)
+    assert df.crs == fgb.crs and df["identity_code"].tolist() == fgb["identity_code"].tolist()
+    got, err = _ogr_count(url)  # GDAL reads the GeoPackage over /vsicurl/ too (SQLite over ranges)
+    assert got == n, err[-2000:]
+    bad = httpx.get(url, params={"grade": "A"})
+    assert bad.status_code == 400 and "export.fgb" in bad.json()["description"]
+    links = httpx.get(f"{server}/collections/parcels").json()["links"]
+    enclosures = {link["type"]: link["href"] for link in links if link["rel"] == "enclosure"}
+    assert enclosures["application/flatgeobuf"].endswith("/collections/parcels/export.fgb")
+    assert enclosures["application/geopackage+sqlite3"] == url

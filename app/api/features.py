@@ -51,6 +51,7 @@ from app.api.styles import style_links
 router = APIRouter(tags=["OGC API Features"])
 
 SCHEMA_JSON = "application/schema+json"
+GPKG = "application/geopackage+sqlite3"
 REL_QUERYABLES = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 REL_SCHEMA = "http://www.opengis.net/def/rel/ogc/1.0/schema"
 
@@ -290,7 +291,9 @@ def _collection_doc(request: Request, layer: Layer, bbox: list[float] | None) ->
             _link(f"{c}/schema", REL_SCHEMA, SCHEMA_JSON, "property schema"),
             _link(f"{c}/schema", "describedby", SCHEMA_JSON, "property schema"),
             _link(f"{c}/export.geojson", "enclosure", GEOJSON, "whole layer as GeoJSON"),
-            _link(f"{c}/export.fgb", "enclosure", FLATGEOBUF, "whole layer as FlatGeobuf"),
+            _link(f"{c}/export.fgb", "enclosure", FLATGEOBUF,
+                  "whole layer as FlatGeobuf (QGIS/GDAL: open this URL; Content-Length and byte ranges)"),
+            _link(f"{c}/export.gpkg", "enclosure", GPKG, "whole layer as GeoPackage"),
             # The tier colours in one click: QGIS loads the QML, web maps the MapLibre style.
             *style_links(b, layer.id),
             _link(f"{b}/tiles/{layer.id}.json", "tiles", "application/json", "vector tiles (TileJSON)"),
@@ -816,6 +819,46 @@ def export_fgb(request: Request, collection_id: str):
             conn.close()
 
     return _streaming(request, body(), FLATGEOBUF, headers, releaser(conn))
+
+
+@router.api_route("/collections/{collection_id}/export.gpkg", methods=["GET", "HEAD"],
+                  summary="Whole layer as GeoPackage (a cached file with Content-Length and byte ranges)",
+                  response_class=Response, responses={200: {"content": {GPKG: {}}}, 206: {"content": {GPKG: {}}}})
+@_api
+def export_gpkg(request: Request, collection_id: str):
+    """The whole layer as GeoPackage (QGIS, ArcGIS): converted by GDAL (pyogrio) from the cached
+    FlatGeobuf export, once per data version and scope class. A GeoPackage cannot be streamed,
+    so filters are refused here: a filtered download is ``export.fgb?…``."""
+    who = _who(request)
+    layer = _layer(collection_id, who)
+    s = _settings(request)
+    if not _whole_layer(request):
+        extra = sorted(set(request.query_params.keys()) - _WHOLE_LAYER_PARAMS)
+        raise _bad(f"export.gpkg is the whole layer (a pre-built file); {', '.join(extra)} not accepted here: "
+                   f"for a filtered download use /collections/{layer.id}/export.fgb with the same parameters")
+    with _engine(request).connect() as conn:
+        version = data_version(conn)
+        _etag, eheaders, r304 = etag_response(request, version, who)
+        if r304:
+            return r304
+        q = _query(request, conn, version, layer, who, allowed=EXPORT_PARAMS, sortable=False)
+        fgb = _export_file(request, q, who, version, "fgb",
+                           lambda f: f.writelines(_fgb_chunks(conn, q, s, *_fgb_first(conn, q, s))))
+    path = _export_file(request, q, who, version, "gpkg", lambda f: _fgb_to_gpkg(fgb, f, layer.id))
+    headers = _common_headers(q, eheaders)
+    headers["Content-Disposition"] = f'attachment; filename="{layer.id}.gpkg"'
+    return _file_response(path, GPKG, headers)
+
+
+def _fgb_to_gpkg(fgb: Path, out, layer_id: str) -> None:
+    """Convert with GDAL through Arrow (field types kept); ``out`` is the open temporary file."""
+    import pyogrio
+
+    out.close()
+    os.unlink(out.name)  # GDAL creates the GeoPackage itself
+    meta, table = pyogrio.read_arrow(str(fgb))
+    pyogrio.write_arrow(table, out.name, layer=layer_id, driver="GPKG", geometry_name="geom",
+                        geometry_type=meta["geometry_type"], crs=meta["crs"], encoding="UTF-8")
 
 
 def _fgb_first(conn: sa.Connection, q: fsql.FeatureQuery, s):
