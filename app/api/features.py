@@ -41,7 +41,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from app import auth, cache
-from app.api import cql2, errors
+from app.api import cql2, errors, ogc_tiles
 from app.api import sql as fsql
 from app.api.common import (FLATGEOBUF, GEOJSON, JSON, OPENAPI_JSON, ApiError, DbStreamingResponse, base_url,
                             data_version, etag_response, json_response, principal_scope, releaser, wants)
@@ -78,6 +78,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/cql2/1.0/conf/spatial-functions",
     # the pre-1.0 name QGIS tests to push S_INTERSECTS down
     "http://www.opengis.net/spec/cql2/1.0/conf/basic-spatial-operators",
+    *ogc_tiles.CONFORMANCE,
 ]
 
 #: Query parameters of ``/items`` besides the layer's queryables (``prop=value``).
@@ -203,6 +204,7 @@ def landing(request: Request):
             _link(f"{b}/collections", "data", JSON, "the collections"),
             _link(f"{b}/collections", "http://www.opengis.net/def/rel/ogc/1.0/data", JSON),
             _link(f"{b}/map", "alternate", "text/html", "the web map (地图)"),
+            _link(f"{b}/tileMatrixSets", f"{ogc_tiles.REL}/tiling-schemes", JSON, "tile matrix sets (OGC API - Tiles)"),
         ],
     })
 
@@ -297,6 +299,7 @@ def _collection_doc(request: Request, layer: Layer, bbox: list[float] | None) ->
             # The tier colours in one click: QGIS loads the QML, web maps the MapLibre style.
             *style_links(b, layer.id),
             _link(f"{b}/tiles/{layer.id}.json", "tiles", "application/json", "vector tiles (TileJSON)"),
+            _link(f"{c}/tiles", f"{ogc_tiles.REL}/tilesets-vector", JSON, "vector tilesets (OGC API - Tiles)"),
         ],
     }
     if bbox:
