@@ -101,13 +101,15 @@ def db_downgrade(revision: str = typer.Argument(..., help="e.g. base, or a revis
 @cli.command()
 def serve(host: str = typer.Option(None, help="default MUJUN_HOST or 127.0.0.1"),
           port: int = typer.Option(None, help="default MUJUN_PORT or 8000"),
-          workers: int = typer.Option(1, help="uvicorn worker processes")) -> None:
+          workers: int = typer.Option(None, help="uvicorn worker processes (default: the CPU cores this "
+                                                  "process may use, at most 8)")) -> None:
     """Run the web service (OGC API Features, tiles, archives, map) with uvicorn."""
     import uvicorn
 
     s = get_settings()
     host = host or s.host
     port = port or s.port
+    workers = workers or default_workers()
     url = ready_url()
     _print_endpoints(host, port)
     if workers > 1:
@@ -118,6 +120,17 @@ def serve(host: str = typer.Option(None, help="default MUJUN_HOST or 127.0.0.1")
         from app.main import create_app
 
         uvicorn.run(create_app(database_url=url), host=host, port=port, log_level="info")
+
+
+def default_workers() -> int:
+    """One HTTP worker per usable core (a request is CPU work between database round trips), at
+    most 8: each worker holds its own pool (2 × ``pool_size`` connections at most) and the
+    embedded cluster allows 100 connections."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
 
 
 def _print_endpoints(host: str, port: int) -> None:
