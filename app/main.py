@@ -9,10 +9,11 @@ by itself (``pool_pre_ping``).
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from app import db
 from app.api import ROUTERS, errors
@@ -98,7 +99,31 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(BrowsersToTheMap)
     return app
+
+
+class BrowsersToTheMap:
+    """``GET /`` from a browser (``Accept: text/html`` first, no ``?f=``) goes to the web map (303
+    to ``/map``, keeping ``api_key``); OGC clients asking for JSON get the landing page as before.
+    Plain ASGI (not BaseHTTPMiddleware): every other request passes through untouched, so streamed
+    bodies keep noticing a client that leaves."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in ("GET", "HEAD"):
+            request = Request(scope)
+            accept = request.headers.get("accept", "")
+            first = accept.split(",")[0].split(";")[0].strip().lower()
+            f = (request.query_params.get("f") or "").lower()
+            if (f == "html" or (not f and first in ("text/html", "application/xhtml+xml"))):
+                key = request.query_params.get("api_key")
+                target = "/map" + (f"?{urlencode({'api_key': key})}" if key else "")
+                await RedirectResponse(target, status_code=303)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _is_admin(request: Request) -> bool:

@@ -151,3 +151,17 @@ def test_compare_page_in_chromium_shows_charts(county, server, artifacts):
     assert all(rep["eval"]["png"])                                  # each chart downloadable as PNG
     for name in ("township", "trend", "distribution"):
         assert colour_share(rep["shots"][name], background=(255, 255, 255)) > 0.02, name
+
+
+def test_root_sends_browsers_to_the_map_and_keeps_json_for_ogc_clients(county):
+    eng, year, run, town, keys, client = county
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    r = client.get("/", headers=browser, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/map"
+    r = client.get("/?api_key=mj_x", headers=browser, follow_redirects=False)
+    assert r.headers["location"] == "/map?api_key=mj_x"
+    assert client.get("/", headers=browser).text.startswith("<!doctype html>")
+    for accept in ("application/json", "*/*", None):
+        r = client.get("/", headers={"Accept": accept} if accept else {})
+        assert r.status_code == 200 and "links" in r.json(), accept
+    assert client.get("/?f=json", headers=browser).json()["links"]
