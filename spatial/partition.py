@@ -1,0 +1,190 @@
+"""County partitions and their halos: which rows a county's task must see so that running the
+pipeline county by county gives exactly the links of the whole province at once.
+
+A province is cut into counties (县, one GeoParquet row group each).  Land belongs to the
+county whose parcels it was built from; an enterprise to the county of its row group.  The
+links *on a county's land* (地企对应) depend on
+
+* every enterprise that could link to that land: its point within the snap tolerance of it,
+  it holds a piece of it (owner / de-facto user), its lease names one of its parcels or a
+  landlord holding one, or its 纠偏 correction names one of its parcels;
+* for each of those enterprises, every piece it could link to instead (a nearer piece across
+  the border wins the tie-break): land within the tolerance of its point, land it holds, land
+  its leases and corrections name, land its landlords hold;
+* the buildings on or near that land.
+
+:func:`halo` selects exactly that (a superset is harmless: extra rows only add links on land
+the task does not keep).  :func:`neighbours` says which counties a task must read at all: the
+counties within two tolerances of its bounds (an enterprise within the tolerance of our land,
+and land within the tolerance of that enterprise) and the counties tied to it by keys (an owner,
+tenant or landlord in another county), closed over two steps for the same reason.
+
+Pure: DataFrames in, DataFrames out.  Geometries in one projected metric CRS (metres).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+__all__ = ["county_keys", "neighbours", "holder_homes", "halo", "MARGIN_M"]
+
+#: Added to the snap tolerance when selecting a halo, so rounding in the metric projection can
+#: never leave out a candidate exactly at the tolerance (a larger halo changes no kept link).
+MARGIN_M = 1.0
+
+
+def county_keys(land: pd.DataFrame, enterprises: pd.DataFrame, leases: pd.DataFrame | None = None,
+                corrections: pd.DataFrame | None = None) -> dict[str, frozenset]:
+    """The keys by which one county's rows may reach another county's (small: strings only).
+
+    ``land``: pieces of the county (``parcel_code``, ``identity_code``, ``owner_uscc``,
+    ``user_uscc``); ``enterprises``: its enterprises (``uscc``); ``leases`` / ``corrections``:
+    those of its enterprises.
+    """
+    return {
+        "usccs": _set(enterprises, "uscc"),
+        "holders": _set(land, "owner_uscc") | _set(land, "user_uscc"),
+        "codes": _set(land, "parcel_code") | _set(land, "identity_code"),
+        "ref_codes": _set(leases, "parcel_code") | _set(corrections, "parcel_code"),
+        "ref_usccs": _set(leases, "landlord_uscc"),
+    }
+
+
+def neighbours(bounds: Mapping[str, tuple[float, float, float, float]],
+               keys: Mapping[str, Mapping[str, frozenset]] | None, tolerance_m: float) -> dict[str, list[str]]:
+    """For each county, the other counties its task must read (sorted).
+
+    ``bounds``: per county the (minx, miny, maxx, maxy) of all its geometries (land, buildings,
+    enterprise points) in metres; ``keys``: :func:`county_keys` per county.  Two counties are
+    adjacent when their bounds are within ``tolerance_m + MARGIN_M`` of each other or a key of
+    one names a row of the other; the result is adjacency closed over two steps.
+
+    >>> neighbours({"a": (0, 0, 10, 10), "b": (20, 0, 30, 10), "c": (55, 0, 60, 10)}, None, 15)
+    {'a': ['b', 'c'], 'b': ['a', 'c'], 'c': ['a', 'b']}
+    >>> neighbours({"a": (0, 0, 10, 10), "b": (20, 0, 30, 10), "c": (55, 0, 60, 10)}, None, 5)
+    {'a': [], 'b': [], 'c': []}
+    """
+    names = sorted(bounds)
+    reach = tolerance_m + MARGIN_M
+    one: dict[str, set[str]] = {c: set() for c in names}
+    for i, a in enumerate(names):
+        ax0, ay0, ax1, ay1 = bounds[a]
+        for b in names[i + 1:]:
+            bx0, by0, bx1, by1 = bounds[b]
+            gap = max(bx0 - ax1, ax0 - bx1, by0 - ay1, ay0 - by1, 0.0)
+            if gap <= reach or (keys and (_tied(keys[a], keys[b]) or _tied(keys[b], keys[a]))):
+                one[a].add(b)
+                one[b].add(a)
+    if keys:
+        # a holder of land in several counties with no enterprise row of its own: its merged
+        # land is computed by its home county, which must read all its pieces
+        for h, home in holder_homes(keys).items():
+            for c in names:
+                if c != home and h in keys[c]["holders"]:
+                    one[c].add(home)
+                    one[home].add(c)
+    two = {c: set(one[c]).union(*(one[d] for d in one[c])) - {c} for c in names}
+    return {c: sorted(two[c]) for c in names}
+
+
+def holder_homes(keys: Mapping[str, Mapping[str, frozenset]]) -> dict[str, str]:
+    """The county that merges the land (一企多地合并) of each holder (owner / de-facto user)
+    that is no county's enterprise: the county of its USCC's registration code (characters
+    3–8, GB 32100-2015) when that county is in the province, else the first county (by code)
+    holding its land.
+
+    >>> k = {"330999": {"usccs": frozenset(), "holders": frozenset({"91330998X"})},
+    ...      "330998": {"usccs": frozenset(), "holders": frozenset({"91330998X", "91110000Y"})}}
+    >>> holder_homes(k)
+    {'91110000Y': '330998', '91330998X': '330998'}
+    """
+    usccs = frozenset().union(*(k["usccs"] for k in keys.values()))
+    homes: dict[str, str] = {}
+    for c in sorted(keys):
+        for h in keys[c]["holders"] - usccs:
+            homes.setdefault(h, h[2:8] if h[2:8] in keys else c)
+    return dict(sorted(homes.items()))
+
+
+def halo(county: str, land: gpd.GeoDataFrame, enterprises: gpd.GeoDataFrame,
+         buildings: gpd.GeoDataFrame | None = None, leases: pd.DataFrame | None = None,
+         corrections: pd.DataFrame | None = None, *, tolerance_m: float = 30.0) -> dict[str, pd.DataFrame]:
+    """The rows the task of ``county`` needs to match, split and apportion its own land exactly.
+
+    Every frame has a ``county`` column; ``land`` and ``enterprises`` hold the county and the
+    counties from :func:`neighbours`.  Returns ``land`` (the county's land + halo land),
+    ``enterprises`` (the county's enterprises + those of other counties that could link to its
+    land), ``buildings``, ``leases`` and ``corrections`` of those enterprises and land; each
+    in its input order.
+    """
+    reach = tolerance_m + MARGIN_M
+    land = land.reset_index(drop=True)
+    ent = enterprises.reset_index(drop=True)
+    leases = leases if leases is not None else pd.DataFrame(columns=["tenant_uscc", "parcel_code", "landlord_uscc"])
+    corrections = corrections if corrections is not None else pd.DataFrame(columns=["uscc", "parcel_code"])
+    core = (land["county"] == county).to_numpy().copy()
+    core_codes = _codes(land[core])
+    core_holders = _set(land[core], "owner_uscc") | _set(land[core], "user_uscc")
+
+    # 1. enterprises that could link to the county's land
+    want = (ent["county"] == county).to_numpy().copy()
+    want |= _near(ent.geometry.values, land.geometry.values[core], reach)
+    want |= ent["uscc"].isin(core_holders).to_numpy()
+    ls_in = leases["parcel_code"].isin(core_codes) | leases["landlord_uscc"].isin(core_holders)
+    want |= ent["uscc"].isin(_set(leases[ls_in], "tenant_uscc") | _set(
+        corrections[corrections["parcel_code"].isin(core_codes)], "uscc")).to_numpy()
+    ent = ent[want]
+    usccs = set(ent["uscc"].dropna())
+
+    # 2. every piece those enterprises could link to instead
+    my_leases = leases[leases["tenant_uscc"].isin(usccs)]
+    my_corr = corrections[corrections["uscc"].isin(usccs)]
+    holders = usccs | _set(my_leases, "landlord_uscc")
+    named = _set(my_leases, "parcel_code") | _set(my_corr, "parcel_code")
+    keep = core.copy() | _near(land.geometry.values, ent.geometry.values, reach)
+    keep |= land["owner_uscc"].isin(holders).to_numpy() | land["user_uscc"].isin(holders).to_numpy()
+    keep |= land["parcel_code"].isin(named).to_numpy() | land["identity_code"].isin(named).to_numpy()
+    land = land[keep]
+
+    out = {"land": land, "enterprises": ent, "leases": my_leases, "corrections": my_corr}
+    if buildings is not None:
+        b = buildings.reset_index(drop=True)
+        on = b["parcel_code"].isin(_set(land, "parcel_code")).to_numpy().copy()
+        on |= _near(b.geometry.values, np.concatenate([land.geometry.values, ent.geometry.values]), reach)
+        out["buildings"] = b[on]
+    return out
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _set(df: pd.DataFrame | None, col: str) -> frozenset:
+    if df is None or col not in df.columns or len(df) == 0:
+        return frozenset()
+    return frozenset(df[col].dropna().astype(str).unique())
+
+
+def _codes(land: pd.DataFrame) -> frozenset:
+    return _set(land, "parcel_code") | _set(land, "identity_code")
+
+
+def _near(geoms: np.ndarray, targets: np.ndarray, distance: float) -> np.ndarray:
+    """True for each of ``geoms`` within ``distance`` (m) of any of ``targets`` (None: never)."""
+    out = np.zeros(len(geoms), dtype=bool)
+    targets = targets[~shapely.is_missing(targets)] if len(targets) else targets
+    ok = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms) if len(geoms) else np.zeros(0, bool)
+    if not len(targets) or not ok.any():
+        return out
+    tree = shapely.STRtree(targets)
+    idx = np.flatnonzero(ok)
+    hit = tree.query(geoms[idx], predicate="dwithin", distance=distance)[0]
+    out[idx[np.unique(hit)]] = True
+    return out
+
+
+def _tied(a: Mapping[str, frozenset], b: Mapping[str, frozenset]) -> bool:
+    """A row of county ``b`` names a row of county ``a`` (owner, user, landlord, parcel)."""
+    return bool(a["holders"] & b["usccs"] or a["codes"] & b["ref_codes"] or a["holders"] & b["ref_usccs"])

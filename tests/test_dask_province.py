@@ -1,0 +1,144 @@
+"""The province on Dask (issue 16): partitioned by county, the same answers as one process.
+
+A generated three-county province whose counties abut (40 m apart, closer than the 30 m snap
+tolerance + the land's own extent), with enterprises of one county whose point lies by the land
+of the next (the only land within the tolerance is across the border), points half-way between
+the counties' land (the nearer county's land must win, so both must be seen), an enterprise of
+one county owning land in another, and a tenant leasing across the border.  The partitioned run
+(2 workers of a LocalCluster) must give exactly the single-process links, shares, identity codes,
+merged land, apportioned figures, scores, ranks and grades.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from app.province import partitions, read_outputs, run_province, run_single
+from app.sample import _ProvinceWriter
+from spatial.synthetic import generate_county
+
+YEAR = 2024
+GAP_DEG = 40 / 111_320  # 40 m of longitude/latitude near 30°N (≈; the exact gap does not matter)
+
+
+def _shift(c, dx: float, dy: float):
+    layers = {r: getattr(c, r).to_crs(4490) for r in ("parcels", "buildings", "defacto")}
+    for r, g in layers.items():
+        g = g.copy()
+        g.geometry = shapely.transform(g.geometry.values, lambda xy: xy + [dx, dy])
+        layers[r] = g
+    ent = c.enterprises.copy()
+    ent["lon"] = ent["lon"] + dx
+    ent["lat"] = ent["lat"] + dy
+    return dataclasses.replace(c, enterprises=ent, **layers)
+
+
+@pytest.fixture(scope="module")
+def province(tmp_path_factory):
+    """Three counties: 1 east of 0, 2 north of 0, each 40 m from county 0's land."""
+    out = tmp_path_factory.mktemp("province")
+    cs = [generate_county(seed=5, parcels=150, index=i, enterprises_per_parcel=4) for i in range(3)]
+    b0 = cs[0].parcels.to_crs(4490).total_bounds
+    b1 = cs[1].parcels.to_crs(4490).total_bounds
+    b2 = cs[2].parcels.to_crs(4490).total_bounds
+    cs[1] = _shift(cs[1], b0[2] + GAP_DEG - b1[0], b0[1] - b1[1])
+    cs[2] = _shift(cs[2], b0[0] - b2[0], b0[3] + GAP_DEG - b2[1])
+    p0 = cs[0].parcels.to_crs(4490)
+    east = p0.geometry.bounds["maxx"].to_numpy()
+    edge = np.argsort(-east)[:8]  # county 0's easternmost parcels, on the border with county 1
+    e1 = cs[1].enterprises.copy()
+    cross = {}
+    for k, j in enumerate(edge):
+        x1 = east[j]
+        y = p0.geometry.values[j].centroid.y
+        # 0-3: 8 m east of county 0's land (county 1's land is 32 m away: beyond the tolerance);
+        # 4-7: 19 m and 21 m (both counties' land within the tolerance: the nearer wins)
+        off = 8 if k < 4 else (19 if k % 2 else 21)
+        row = e1.index[10 + k]
+        e1.loc[row, ["lon", "lat", "coord_sys"]] = [x1 + off / 111_320 / np.cos(np.radians(y)), y, "cgcs2000"]
+        cross[e1.loc[row, "uscc"]] = p0["parcel_code"].iloc[j]
+    # an enterprise of county 1 owns a parcel of county 0; one of county 2 leases a parcel of county 0
+    par0 = cs[0].parcels.copy()
+    owner = e1["uscc"].iloc[30]
+    par0.loc[par0.index[edge[0]], "owner_uscc"] = owner
+    e2 = cs[2].enterprises
+    lease = pd.DataFrame({"tenant_uscc": [e2["uscc"].iloc[5]], "parcel_code": [p0["parcel_code"].iloc[edge[1]]],
+                          "landlord_uscc": [pd.NA], "floor_area_m2": [800.0], "start_date": [pd.NA],
+                          "end_date": [pd.NA]})
+    cs[0] = dataclasses.replace(cs[0], parcels=par0)
+    cs[1] = dataclasses.replace(cs[1], enterprises=e1)
+    cs[2] = dataclasses.replace(cs[2], leases=pd.concat([cs[2].leases, lease], ignore_index=True))
+    w = _ProvinceWriter(out, "parquet")
+    for c in cs:
+        w.add(c)
+    w.close()
+    return {"path": out, "cross": cross, "owner": owner, "tenant": e2["uscc"].iloc[5]}
+
+
+@pytest.fixture(scope="module")
+def runs(province, tmp_path_factory):
+    from distributed import Client, LocalCluster
+
+    single = run_single(province["path"], YEAR)
+    out = tmp_path_factory.mktemp("out")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        seen = []
+        report = run_province(province["path"], YEAR, out, client=client, progress=lambda i, s: seen.append((i, s)))
+        workers = len(client.scheduler_info()["workers"])
+    return single, read_outputs(out), report, seen, workers
+
+
+def test_province_has_three_abutting_counties(province):
+    assert partitions(province["path"]) == 3
+
+
+def test_cross_border_links_exist(province, runs):
+    single, _, _, _, _ = runs
+    links = single["links"]
+    ents = pd.read_parquet(province["path"] / "enterprises.parquet", columns=["uscc"])
+    county_of_ent = dict(zip(ents["uscc"], ents["uscc"].str[2:8]))
+    ent_county = links["uscc"].map(county_of_ent)
+    across = links[ent_county.notna() & (ent_county != links["county"])]
+    # the 4 points 8 m off county 0's land, the owner and the tenant at least
+    moved = across[across["uscc"].isin(province["cross"])]
+    assert moved["uscc"].nunique() >= 4, moved
+    assert (moved["county"] == "330999").all()
+    assert province["owner"] in set(across["uscc"])
+    assert province["tenant"] in set(across["uscc"])
+
+
+@pytest.mark.parametrize("table", ["land", "links", "sublots", "enterprise_land", "parcel_metrics",
+                                   "enterprise_ratings", "parcel_ratings"])
+def test_partitioned_equals_single_process(runs, table):
+    single, parted, _, _, _ = runs
+    a, b = single[table], parted[table]
+    assert len(a) > 0
+    assert list(a.columns) == list(b.columns)
+    if "geometry" in a.columns:
+        assert shapely.equals_exact(a.geometry.values, b.geometry.values, tolerance=0).all()
+        a, b = a.drop(columns="geometry"), b.drop(columns="geometry")
+    pd.testing.assert_frame_equal(pd.DataFrame(a), pd.DataFrame(b), check_exact=True, check_dtype=False)
+
+
+def test_ratings_rank_within_county_and_group(runs):
+    single, parted, _, _, _ = runs
+    r = parted["enterprise_ratings"]
+    r = r[r["rank"].notna() & (r["rank"] > 0)]
+    assert r["county"].nunique() == 3
+    # a ranking never spans counties: each county's ranks start at 1 in every ranked group
+    first = r.groupby(["county", "list_name", "group"])["rank"].min()
+    assert (first == 1).all()
+    assert set(r["grade"].dropna()) >= {"A", "B", "C", "D"} or len(set(r["grade"].dropna())) >= 3
+
+
+def test_run_used_two_workers_and_reported_each_county(runs):
+    _, _, report, seen, workers = runs
+    assert workers == 2
+    assert report.counties == 3
+    assert sorted(i for i, s in seen if s == "rate") == ["0", "1", "2"]
