@@ -9,14 +9,14 @@ by itself (``pool_pre_ping``).
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 
 from app import db
 from app.api import ROUTERS, errors
+from app.accounts import CsrfGuard
 from app.auth import KeyResolver, key_from_request
 from app.settings import Settings, get_settings
 
@@ -48,6 +48,8 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                     "dual ratings, low-yield clusters — as OGC API Features, vector tiles and archives.",
         version="0.1.0",
         lifespan=lifespan,
+        # /api is the one OpenAPI document; /docs renders it with the bundled Swagger UI (app/api/docs.py)
+        docs_url=None, redoc_url=None, openapi_url=None,
     )
     app.state.settings = settings
 
@@ -99,31 +101,10 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(BrowsersToTheMap)
+    # Signed-in sessions (app/accounts.py): every state-changing request with the session cookie
+    # must carry its CSRF token.
+    app.add_middleware(CsrfGuard)
     return app
-
-
-class BrowsersToTheMap:
-    """``GET /`` from a browser (``Accept: text/html`` first, no ``?f=``) goes to the web map (303
-    to ``/map``, keeping ``api_key``); OGC clients asking for JSON get the landing page as before.
-    Plain ASGI (not BaseHTTPMiddleware): every other request passes through untouched, so streamed
-    bodies keep noticing a client that leaves."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in ("GET", "HEAD"):
-            request = Request(scope)
-            accept = request.headers.get("accept", "")
-            first = accept.split(",")[0].split(";")[0].strip().lower()
-            f = (request.query_params.get("f") or "").lower()
-            if (f == "html" or (not f and first in ("text/html", "application/xhtml+xml"))):
-                key = request.query_params.get("api_key")
-                target = "/map" + (f"?{urlencode({'api_key': key})}" if key else "")
-                await RedirectResponse(target, status_code=303)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def _is_admin(request: Request) -> bool:

@@ -230,7 +230,7 @@ QGIS_CLASSES = [
 
 def test_landing_conformance_and_openapi_limit(client):
     links = {link["rel"]: link for link in client.get("/").json()["links"]}
-    assert links["service-desc"]["type"] == "application/vnd.oai.openapi+json;version=3.0"
+    assert links["service-desc"]["type"] == "application/vnd.oai.openapi+json;version=3.1"
     assert links["service-desc"]["href"].endswith("/api")
     assert links["service-doc"]["href"].endswith("/docs")
     assert links["data"]["type"] == "application/json" and links["data"]["href"].endswith("/collections")
@@ -246,11 +246,11 @@ def test_landing_conformance_and_openapi_limit(client):
         assert c in conf, c
 
     r = client.get("/api")
-    assert r.headers["content-type"].startswith("application/vnd.oai.openapi+json;version=3.0")
+    assert r.headers["content-type"].startswith("application/vnd.oai.openapi+json;version=3.1")
     limit = r.json()["components"]["parameters"]["limit"]["schema"]
     assert (limit["default"], limit["maximum"]) == (100, 150)  # the app's settings
     # the landing page also answers with OpenAPI when asked for it
-    r = client.get("/", headers={"Accept": "application/vnd.oai.openapi+json;version=3.0"})
+    r = client.get("/", headers={"Accept": "application/vnd.oai.openapi+json;version=3.1"})
     assert r.json()["components"]["parameters"]["limit"]["schema"]["maximum"] == 150
 
 
@@ -696,3 +696,57 @@ def test_gzip_streaming(client):
     a.pop("timeStamp"), b.pop("timeStamp")
     assert a == b
     assert plain.headers["etag"] != gz.headers["etag"]
+
+
+# ------------------------------------------------------------------------ HTML and CSV (issue 14)
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
+
+
+def test_html_representations_and_json_default(client, features_db):
+    """HTML by f=html or a browser's Accept; JSON for OGC clients' Accept headers and no header."""
+    for path in ("/collections", "/collections/parcels", "/collections/parcels/items?limit=5"):
+        for headers in ({}, {"Accept": "application/geo+json, application/json"}, {"Accept": "application/json"},
+                        {"Accept": "*/*"}):
+            r = client.get(path, headers=headers)
+            assert r.status_code == 200 and "json" in r.headers["content-type"], (path, headers)
+        for r in (client.get(path + ("&" if "?" in path else "?") + "f=html"),
+                  client.get(path, headers={"Accept": BROWSER_ACCEPT})):
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), path
+            assert 'href="http://testserver/map"' in r.text, path  # every page links to the map
+    r = client.get("/?f=html")
+    assert r.status_code == 200 and "/map" in r.text and "/collections" in r.text
+    page = client.get("/collections/parcels/items?f=html&limit=5&sortby=identity_code").text
+    assert page.count('<tr class="feature"') == 5
+    assert "ZD0000" in page and "/map/parcel/ZD0000" in page and 'id="next-page"' in page
+    assert "numberMatched" not in page and 'id="number-matched">400<' in page
+    # hidden properties stay hidden in HTML too; a filter applies
+    assert "tax_per_mu" not in page
+    r = client.get("/collections/parcels/items?f=html&filter=grade%20%3D%20%27Z%27")
+    assert r.status_code == 200 and '<tr class="feature"' not in r.text
+    assert client.get("/collections/parcels/items?f=xml").status_code == 400
+
+
+def test_items_csv_with_wkt_and_lonlat(client, features_db):
+    import csv
+    import io
+
+    from shapely import wkt as swkt
+
+    r = client.get("/collections/parcels/items?f=csv&limit=3&properties=identity_code,grade,area_mu")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert "rel=\"next\"" in r.headers["link"] and "f=csv" in r.headers["link"]
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert [row["id"] for row in rows] == ["ZD0000", "ZD0001", "ZD0002"]
+    assert list(rows[0]) == ["id", "identity_code", "grade", "area_mu", "wkt"]
+    g = swkt.loads(rows[0]["wkt"])
+    assert g.geom_type == "MultiPolygon" and g.bounds[0] == pytest.approx(120.09502, abs=1e-6)
+    # points get lon/lat columns (enterprises need a viewer key); the known enterprise at 120.1 30.2
+    r = client.get(f"/collections/enterprises/items?f=csv&filter=uscc%20%3D%20%27{KNOWN_USCC}%27",
+                   headers=H(features_db, "viewer"))
+    row = next(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
+    assert float(row["lon"]) == pytest.approx(120.1) and float(row["lat"]) == pytest.approx(30.2)
+    assert row["wkt"].startswith("POINT")
+    # Accept: text/csv works too; hidden properties are not columns
+    r = client.get("/collections/parcels/items?limit=1", headers={"Accept": "text/csv"})
+    assert r.headers["content-type"].startswith("text/csv") and "tax_per_mu" not in r.text

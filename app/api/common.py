@@ -19,7 +19,7 @@ from fastapi.responses import Response, StreamingResponse
 
 GEOJSON = "application/geo+json"
 JSON = "application/json"
-OPENAPI_JSON = "application/vnd.oai.openapi+json;version=3.0"
+OPENAPI_JSON = "application/vnd.oai.openapi+json;version=3.1"  # what /api serves (FastAPI writes 3.1)
 FLATGEOBUF = "application/flatgeobuf"
 MVT = "application/vnd.mapbox-vector-tile"
 

@@ -180,7 +180,7 @@ _ERRORS = {
 
 #: Media types of successful answers that are not plain JSON, by path (the rest: application/json).
 _SUCCESS_TYPES = {
-    "/": ["application/json", "application/vnd.oai.openapi+json;version=3.0"],
+    "/": ["application/json", "application/vnd.oai.openapi+json;version=3.1"],
     "/collections/{collection_id}/queryables": ["application/schema+json"],
     "/collections/{collection_id}/schema": ["application/schema+json"],
     "/collections/{collection_id}/items": ["application/geo+json"],

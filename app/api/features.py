@@ -35,6 +35,7 @@ from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+import jinja2
 import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -184,6 +185,121 @@ def _link(href: str, rel: str, type_: str, title: str | None = None) -> dict:
     return d
 
 
+# ------------------------------------------------------------------- HTML and CSV
+
+HTML = "text/html"
+CSV = "text/csv"
+_JSON_TYPES = {"application/json", "application/geo+json", "application/schema+json",
+               "application/vnd.oai.openapi+json", "*/*"}
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("app", "templates"),
+                                autoescape=jinja2.select_autoescape(("html",)), trim_blocks=True, lstrip_blocks=True)
+#: The map page of one feature, by collection (the 一地一档 / 一企一档 archive pages).
+_MAP_PAGES = {"parcels": "/map/parcel/{id}", "defacto": "/map/parcel/{id}", "enterprises": "/map/enterprise/{id}"}
+
+
+def _representation(request: Request, *, csv: bool = False) -> str:
+    """``json``, ``html`` (or ``csv`` where offered): ``?f=`` first, then ``Accept`` by quality and
+    order (OGC API Features HTML conformance class). JSON stays the default: OGC clients (GDAL,
+    QGIS) send JSON media types and no ``text/html``; browsers list ``text/html`` first."""
+    f = (request.query_params.get("f") or "").lower()
+    if f:
+        return "html" if f == "html" else "csv" if (f == "csv" and csv) else "json"
+    ranked = []
+    for i, part in enumerate(request.headers.get("accept", "").lower().split(",")):
+        mt, _, params = part.strip().partition(";")
+        qv = 1.0
+        for prm in params.split(";"):
+            k, _, v = prm.strip().partition("=")
+            if k == "q":
+                try:
+                    qv = float(v)
+                except ValueError:
+                    qv = 0.0
+        ranked.append((-qv, i, mt.strip()))
+    for _q, _i, mt in sorted(ranked):
+        if mt in ("text/html", "application/xhtml+xml"):
+            return "html"
+        if mt == "text/csv" and csv:
+            return "csv"
+        if mt in _JSON_TYPES or mt.endswith("+json"):
+            return "json"
+    return "json"
+
+
+def _html(request: Request, template: str, *, headers: dict | None = None, **ctx) -> Response:
+    """A page of the OGC HTML representation (Jinja2 template under app/templates/ogc/)."""
+    b = base_url(request)
+    key = request.query_params.get("api_key")  # a map opened from here keeps the caller's key
+    map_href = f"{b}/map" + (f"?{urlencode({'api_key': key})}" if key else "")
+    body = _TEMPLATES.get_template(f"ogc/{template}").render(base=b, map_href=map_href, crumbs=ctx.pop("crumbs", []),
+                                                               alternates=ctx.pop("alternates", []), **ctx)
+    h = {**(headers or {}), "Vary": "Accept, X-API-Key, Authorization"}
+    return Response(body, media_type="text/html; charset=utf-8", headers=h)
+
+
+def _items_table(request: Request, layer: Layer, q: fsql.FeatureQuery, rows, limit: int, matched: int,
+                 rep: str, eheaders: dict) -> Response:
+    """One page of items as an HTML table or CSV (same rows, order and ``next`` link as the JSON)."""
+    feats = [orjson.loads(r[0]) for r in rows[:limit]]
+    last_k = rows[limit - 1][1] if len(rows) > limit else None
+    links = _page_links(request, layer, last_k, limit)
+    nxt = next((lk["href"] for lk in links if lk["rel"] == "next"), None)
+    headers = {**_common_headers(q, eheaders), "OGC-NumberMatched": str(matched)}
+    if rep == "csv":
+        if nxt:
+            headers["Link"] = f'<{nxt}>; rel="next"; type="{CSV}"'
+        headers["Content-Disposition"] = f'inline; filename="{layer.id}.csv"'
+        return Response(_csv(q, feats), media_type="text/csv; charset=utf-8", headers=headers)
+    b = base_url(request)
+    page = _MAP_PAGES.get(layer.id)
+    for f in feats:
+        fid = str(f.get("id"))
+        f["href"] = f"{b}/collections/{layer.id}/items/{quote(fid, safe='')}"
+        f["map"] = f"{b}{page.format(id=quote(fid, safe=''))}" if page else None
+    props = [{"name": p.name, "title": p.title or p.name, "type": p.type} for p in q.props]
+    return _html(request, "items.html", title=f"{layer.title}：要素", features=feats, props=props, matched=matched,
+                 next=nxt, headers=headers,
+                 crumbs=[{"href": f"{b}/?f=html", "title": "首页"}, {"href": f"{b}/collections?f=html", "title": "图层"},
+                         {"href": f"{b}/collections/{layer.id}?f=html", "title": layer.title}],
+                 alternates=[_link(f"{b}/collections/{layer.id}/items", "alternate", GEOJSON, "GeoJSON"),
+                             _link(f"{b}/collections/{layer.id}/items?f=csv", "alternate", CSV, "CSV")])
+
+
+def _csv(q: fsql.FeatureQuery, feats: list[dict]) -> bytes:
+    """``id``, the properties, ``wkt`` (the geometry in the requested CRS and its axis order) and,
+    for point layers, ``lon``/``lat`` (or the CRS's two axes, named ``x``/``y`` when projected).
+    UTF-8 with a BOM, so Excel opens the Chinese text correctly."""
+    import csv
+    import io
+
+    from shapely.geometry import shape
+
+    points = q.layer.geometry_type.endswith("Point")
+    names = [p.name for p in q.props]
+    axes = ("lat", "lon") if q.crs.swap and q.crs.geographic else ("lon", "lat") if q.crs.geographic else \
+        ("y", "x") if q.crs.swap else ("x", "y")
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["id", *names, "wkt", *(axes if points else ())])
+    for f in feats:
+        g = shape(f["geometry"]) if f.get("geometry") else None
+        row = [f.get("id"), *(_cell(f["properties"].get(n)) for n in names), g.wkt if g is not None else ""]
+        if points:
+            row += [g.x, g.y] if g is not None and not g.is_empty else ["", ""]
+        w.writerow(row)
+    return ("\ufeff" + out.getvalue()).encode()
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (dict, list)):
+        return orjson.dumps(v).decode()
+    return v
+
+
 # ------------------------------------------------------------------------ landing & API
 
 @router.get("/", summary="Landing page (OGC API)")
@@ -192,12 +308,16 @@ def landing(request: Request):
     if wants(request, OPENAPI_JSON) and not request.query_params.get("f"):
         return openapi_document(request)
     b = base_url(request)
+    if _representation(request) == "html":
+        return _html(request, "landing.html", title=request.app.title, description=request.app.description,
+                     alternates=[_link(f"{b}/?f=json", "alternate", JSON, "JSON")])
     return json_response({
         "title": request.app.title,
         "description": request.app.description,
         "links": [
             _link(f"{b}/", "self", JSON, "this document"),
-            _link(f"{b}/api", "service-desc", OPENAPI_JSON, "the API definition (OpenAPI 3)"),
+            _link(f"{b}/?f=html", "alternate", HTML, "this document as HTML"),
+            _link(f"{b}/api", "service-desc", OPENAPI_JSON, "the API definition (OpenAPI 3.1)"),
             _link(f"{b}/docs", "service-doc", "text/html", "the API documentation"),
             _link(f"{b}/conformance", "conformance", JSON, "OGC API conformance classes"),
             _link(f"{b}/conformance", "http://www.opengis.net/def/rel/ogc/1.0/conformance", JSON),
@@ -288,7 +408,10 @@ def _collection_doc(request: Request, layer: Layer, bbox: list[float] | None) ->
         "storageCrs": f"{fsql.OGC_CRS}/EPSG/0/{fsql.STORAGE_SRID}",
         "links": [
             _link(c, "self", JSON, layer.title),
+            _link(f"{c}?f=html", "alternate", HTML, layer.title),
             _link(f"{c}/items", "items", GEOJSON, "features (paged)"),
+            _link(f"{c}/items?f=html", "items", HTML, "features (HTML table)"),
+            _link(f"{c}/items?f=csv", "items", CSV, "features (CSV: WKT, lon/lat for points)"),
             _link(f"{c}/queryables", REL_QUERYABLES, SCHEMA_JSON, "queryables"),
             _link(f"{c}/schema", REL_SCHEMA, SCHEMA_JSON, "property schema"),
             _link(f"{c}/schema", "describedby", SCHEMA_JSON, "property schema"),
@@ -313,14 +436,18 @@ def collections(request: Request):
     who = _who(request)
     with _engine(request).connect() as conn:
         version = data_version(conn)
-        _etag, headers, r304 = etag_response(request, version, who)
+        _etag, headers, r304 = etag_response(request, version, who, extra=_representation(request))
         if r304:
             return r304
         docs = [_collection_doc(request, layer, _extent(request, conn, version, layer, who))
                 for layer in LAYERS.values() if who.at_least(layer.id_level)]
     b = base_url(request)
+    if _representation(request) == "html":
+        return _html(request, "collections.html", title="图层", collections=docs, headers=headers,
+                     crumbs=[{"href": f"{b}/?f=html", "title": "首页"}],
+                     alternates=[_link(f"{b}/collections?f=json", "alternate", JSON, "JSON")])
     return json_response({
-        "links": [_link(f"{b}/collections", "self", JSON)],
+        "links": [_link(f"{b}/collections", "self", JSON), _link(f"{b}/collections?f=html", "alternate", HTML)],
         "collections": docs,
         "crs": [crs.uri for crs in fsql.SUPPORTED_CRS],
     }, headers=headers)
@@ -333,11 +460,19 @@ def collection(request: Request, collection_id: str):
     layer = _layer(collection_id, who)
     with _engine(request).connect() as conn:
         version = data_version(conn)
-        _etag, headers, r304 = etag_response(request, version, who)
+        _etag, headers, r304 = etag_response(request, version, who, extra=_representation(request))
         if r304:
             return r304
         bbox = _extent(request, conn, version, layer, who)
-    return json_response(_collection_doc(request, layer, bbox), headers=headers)
+    doc = _collection_doc(request, layer, bbox)
+    if _representation(request) == "html":
+        b = base_url(request)
+        props = [{"name": p.name, "title": p.title or p.name, "type": p.type} for p in layer.visible(who.at_least)]
+        return _html(request, "collection.html", title=layer.title, collection=doc, bbox=bbox, props=props,
+                     headers=headers, crumbs=[{"href": f"{b}/?f=html", "title": "首页"},
+                                              {"href": f"{b}/collections?f=html", "title": "图层"}],
+                     alternates=[_link(f"{b}/collections/{layer.id}?f=json", "alternate", JSON, "JSON")])
+    return json_response(doc, headers=headers)
 
 
 def _json_schema(request: Request, layer: Layer, who, *, queryables: bool) -> dict:
@@ -433,14 +568,15 @@ def _run_id(request: Request, conn: sa.Connection, version: int, who) -> int | N
 
 
 def _query(request: Request, conn: sa.Connection, version: int, layer: Layer, who, *,
-           allowed: tuple[str, ...], sortable: bool) -> fsql.FeatureQuery:
+           allowed: tuple[str, ...], sortable: bool, formats: tuple[str, ...] = ()) -> fsql.FeatureQuery:
     """Everything a request asks for, validated, as a :class:`FeatureQuery` (400 otherwise)."""
     qp = request.query_params
     visible = layer.visible(who.at_least)
     _check_params(request, layer, visible, allowed)
     f = (qp.get("f") or "").lower()
-    if f not in ("", "json", "geojson", "application/geo+json", "application/json"):
-        raise _bad(f"f={f!r} is not offered here; use f=json (GeoJSON)")
+    if f not in ("", "json", "geojson", "application/geo+json", "application/json", *formats):
+        raise _bad(f"f={f!r} is not offered here; use f=json (GeoJSON)"
+                   + "".join(f" or f={x}" for x in formats))
     q = fsql.new_query(layer, who, _run_id(request, conn, version, who))
     try:
         if qp.get("crs"):
@@ -630,11 +766,13 @@ def _items_response(request: Request, collection_id: str):
     conn = _engine(request).connect()
     try:
         version = data_version(conn)
-        _etag, eheaders, r304 = etag_response(request, version, who, extra=f"gz{bool(_gzip(request))}")
+        _etag, eheaders, r304 = etag_response(request, version, who,
+                                              extra=f"gz{bool(_gzip(request))}{_representation(request, csv=True)}")
         if r304:
             conn.close()
             return r304
-        q = _query(request, conn, version, layer, who, allowed=ITEMS_PARAMS, sortable=True)
+        q = _query(request, conn, version, layer, who, allowed=ITEMS_PARAMS, sortable=True, formats=("html", "csv"))
+        rep = _representation(request, csv=True)
         after = None
         if token:
             try:
@@ -643,6 +781,10 @@ def _items_response(request: Request, collection_id: str):
                 raise _bad(str(e)) from None
         matched = _count(request, conn, version, q)
         sql, params = fsql.page_sql(q, limit, after, offset)
+        if rep != "json":  # one page as a table: at most max_limit rows, read at once
+            rows = conn.execute(sa.text(sql), params).all()
+            conn.close()
+            return _items_table(request, layer, q, rows, limit, matched, rep, eheaders)
         result = _open_stream(conn, sql, params, min(s.features_stream_rows, limit + 1))
         first = result.fetchmany(min(s.features_stream_rows, limit + 1))
     except BaseException:
