@@ -173,6 +173,7 @@ def _codes(land: pd.DataFrame) -> frozenset:
 
 def _near(geoms: np.ndarray, targets: np.ndarray, distance: float) -> np.ndarray:
     """True for each of ``geoms`` within ``distance`` (m) of any of ``targets`` (None: never)."""
+    geoms, targets = np.asarray(geoms, dtype=object), np.asarray(targets, dtype=object)
     out = np.zeros(len(geoms), dtype=bool)
     targets = targets[~shapely.is_missing(targets)] if len(targets) else targets
     ok = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms) if len(geoms) else np.zeros(0, bool)

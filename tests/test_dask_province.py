@@ -142,3 +142,31 @@ def test_run_used_two_workers_and_reported_each_county(runs):
     assert workers == 2
     assert report.counties == 3
     assert sorted(i for i, s in seen if s == "rate") == ["0", "1", "2"]
+
+
+def test_without_the_halo_links_change(province, runs, tmp_path, monkeypatch):
+    """The equality above can fail: cut each county off from its neighbours and the links on
+    county 0's border land differ from the single process's."""
+    import app.province as prov
+    from distributed import Client, LocalCluster
+
+    monkeypatch.setattr(prov, "neighbours", lambda bounds, keys, tol: {c: [] for c in bounds})
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        run_province(province["path"], YEAR, tmp_path, client=client)
+    single = runs[0]["links"]
+    cut = read_outputs(tmp_path)["links"]
+    assert len(cut) < len(single)
+    pairs = set(zip(single["identity_code"], single["uscc"])) - set(zip(cut["identity_code"], cut["uscc"]))
+    assert {u for _, u in pairs} & set(province["cross"])  # the enterprises placed across the border
+
+
+def test_outputs_are_a_dask_geoparquet_dataset(runs, tmp_path_factory):
+    """The sub-lots come out as one GeoParquet file per county: dask-geopandas reads them as
+    a partitioned GeoDataFrame (one partition per county)."""
+    import dask_geopandas
+
+    _, parted, report, _, _ = runs
+    ddf = dask_geopandas.read_parquet(report.out / "sublots")
+    assert ddf.npartitions == 3
+    assert len(ddf.compute()) == len(parted["sublots"])
