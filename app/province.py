@@ -74,12 +74,17 @@ def partitions(path: str | Path) -> int:
     """Number of counties (row groups) of a GeoParquet province; ``ValueError`` (Chinese) if the
     files disagree or one is missing."""
     path = Path(path)
+    missing = [f"{role}.parquet" for role in ROLES if not (path / f"{role}.parquet").exists()]
+    if missing:
+        raise ValueError(f"省级数据目录 {path} 缺少 {', '.join(missing)} (missing files): "
+                         "需要 mujun sample --fmt parquet 的文件布局，每县一个 row group")
     counts = {}
     for role in ROLES:
         f = path / f"{role}.parquet"
-        if not f.exists():
-            raise ValueError(f"省级数据目录缺少 {f.name} (missing {f}): 需要 mujun sample --fmt parquet 的文件布局")
-        counts[role] = pq.ParquetFile(f).num_row_groups
+        try:
+            counts[role] = pq.ParquetFile(f).num_row_groups
+        except Exception as exc:  # pyarrow raises several kinds for a file that is not Parquet
+            raise ValueError(f"{f} 不是可读的 Parquet 文件 (not a readable Parquet file): {exc}") from None
     if len(set(counts.values())) != 1:
         raise ValueError(f"各文件的县（row group）数不一致 (row groups per file differ): {counts}")
     return counts["parcels"]

@@ -170,3 +170,37 @@ def test_outputs_are_a_dask_geoparquet_dataset(runs, tmp_path_factory):
     ddf = dask_geopandas.read_parquet(report.out / "sublots")
     assert ddf.npartitions == 3
     assert len(ddf.compute()) == len(parted["sublots"])
+
+
+def test_cli_run_on_a_local_cluster(province, runs, tmp_path):
+    """`mujun run --province DIR --year Y --workers 2 --out OUT`: worker processes, same links."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mujun = Path(sys.executable).parent / "mujun"
+    res = subprocess.run([str(mujun), "run", "--province", str(province["path"]), "--year", str(YEAR),
+                          "--workers", "2", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "3 个县，2 个 worker" in res.stdout
+    got = read_outputs(tmp_path / "out")
+    for table in ("links", "enterprise_ratings", "parcel_ratings"):
+        pd.testing.assert_frame_equal(pd.DataFrame(runs[0][table]).drop(columns="geometry", errors="ignore"),
+                                      pd.DataFrame(got[table]).drop(columns="geometry", errors="ignore"),
+                                      check_exact=True, check_dtype=False)
+
+
+def test_cli_run_refuses_a_directory_that_is_not_a_province(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "parcels.parquet").write_bytes(b"")
+    mujun = Path(sys.executable).parent / "mujun"
+    res = subprocess.run([str(mujun), "run", "--province", str(tmp_path), "--year", str(YEAR),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    err = " ".join(res.stderr.split())  # rich wraps lines
+    assert "缺少 defacto.parquet" in err and "corrections.parquet" in err
+    assert "Traceback" not in res.stderr
