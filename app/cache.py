@@ -1,4 +1,4 @@
-"""Render once, serve many: whole-layer export files built once per data version.
+"""Render once, serve many: whole-layer export files and vector tiles built once per data version.
 
 Published data changes only when land is imported or a run is evaluated/published — each write
 bumps the data version (``app.db.bump_data_version``). A whole-layer export (FlatGeobuf,
@@ -24,6 +24,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+import sqlalchemy as sa
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -83,3 +85,56 @@ def cache_bytes(data_dir: Path) -> int:
     """Bytes the export cache holds on disk."""
     d = exports_dir(data_dir)
     return sum(p.stat().st_size for p in d.iterdir() if p.is_file()) if d.is_dir() else 0
+
+
+# --------------------------------------------------------------------------- vector tiles
+
+#: Rendered tiles, one row per (layer, caller scope class, run/year asked, z, x, y) with the data
+#: version it was rendered at: served only while that version is current. UNLOGGED (a cache:
+#: emptied after a crash). Created on first use, so a database of any migration level has it.
+TILE_TABLE_DDL = """
+CREATE UNLOGGED TABLE IF NOT EXISTS tile_cache (
+    layer text NOT NULL, scope text NOT NULL, query text NOT NULL,
+    z smallint NOT NULL, x integer NOT NULL, y integer NOT NULL,
+    data_version bigint NOT NULL, run_id bigint, mvt bytea,
+    PRIMARY KEY (layer, scope, query, z, x, y))"""
+
+_TILE_READ = """
+SELECT coalesce((SELECT version FROM data_version WHERE id = 1), 0) AS dv,
+       c.data_version, c.run_id, c.mvt
+FROM (SELECT 1) one
+LEFT JOIN tile_cache c ON c.layer = :layer AND c.scope = :scope AND c.query = :query
+     AND c.z = :z AND c.x = :x AND c.y = :y"""
+
+_TILE_WRITE = """
+INSERT INTO tile_cache (layer, scope, query, z, x, y, data_version, run_id, mvt)
+VALUES (:layer, :scope, :query, :z, :x, :y, :dv, :run_id, :mvt)
+ON CONFLICT (layer, scope, query, z, x, y) DO UPDATE
+SET data_version = EXCLUDED.data_version, run_id = EXCLUDED.run_id, mvt = EXCLUDED.mvt
+WHERE tile_cache.data_version <= EXCLUDED.data_version"""
+
+_tile_tables: set[str] = set()
+
+
+def ensure_tile_table(conn: sa.Connection) -> None:
+    """Create ``tile_cache`` once per database (concurrent creators: the loser ignores it)."""
+    key = conn.engine.url.render_as_string(hide_password=True)
+    if key in _tile_tables:
+        return
+    try:
+        conn.execute(sa.text(TILE_TABLE_DDL))
+    except sa.exc.IntegrityError:  # another worker created it at the same moment
+        conn.rollback()
+    _tile_tables.add(key)
+
+
+def read_tile(conn: sa.Connection, key: dict):
+    """``(dv, cached_version, run_id, mvt)``: the current data version and the cached tile, if any
+    (``cached_version`` None = never rendered). ``key``: layer, scope, query, z, x, y."""
+    ensure_tile_table(conn)
+    return conn.execute(sa.text(_TILE_READ), key).one()
+
+
+def write_tile(conn: sa.Connection, key: dict, dv: int, run_id: int | None, mvt: bytes | None) -> None:
+    """Store a rendered tile at data version ``dv`` (never over a newer one)."""
+    conn.execute(sa.text(_TILE_WRITE), {**key, "dv": dv, "run_id": run_id, "mvt": mvt})

@@ -448,6 +448,29 @@ def report_checkups(year: int = typer.Option(..., help="evaluation year (its pub
     print(f"{year} 年体检表：{len(rows)} 份 PDF 已写入 {out}（索引 index.html、index.xlsx）")
 
 
+tiles_cli = typer.Typer(help="Vector tiles rendered once (tile_cache): build the pyramid after publishing.",
+                        no_args_is_help=True)
+cli.add_typer(tiles_cli, name="tiles")
+
+
+@tiles_cli.command("build")
+def tiles_build(maxzoom: int = typer.Option(16, help="highest zoom to render (TileJSON maxzoom is 16)"),
+                year: int = typer.Option(None, help="evaluation year (default: the newest)")) -> None:
+    """Render every public tile with data (z0 to maxzoom) into the tile cache, so maps read them
+    instead of rendering; run after `mujun evaluate --publish` or an import (tiles of an older
+    data version are never served, they are rendered again on request otherwise)."""
+    ready_url()
+    from app.api.tiles import build_pyramid
+
+    with _progress_bar() as bar:
+        task = bar.add_task("瓦片", total=maxzoom + 1)
+        stats = build_pyramid(db.engine(), maxzoom=maxzoom, year=year,
+                              progress=lambda layer, z, n: bar.update(task, completed=z + 1,
+                                                                      description=f"瓦片 z{z}: {n}"))
+    print(f"已生成 {stats['tiles']} 个瓦片（空 {stats['empty']}，已是最新 {stats['skipped']}），"
+          f"{stats['bytes'] / 1e6:.1f} MB，用时 {stats['seconds']} 秒")
+
+
 keys_cli = typer.Typer(help="API keys (roles: public, viewer, analyst, admin; optional township scope).",
                        no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     features_stream_rows: int = 500
     features_fgb_chunk_rows: int = 5000
     features_cache_entries: int = 4096
+    #: Vector tiles rendered once per data version and kept in ``tile_cache`` (app.cache); off:
+    #: every tile is rendered from the tables (the benchmark's dynamic path).
+    tile_cache: bool = True
     pool_size: int = 8
     #: Seconds a request waits for a free pooled connection before a 503 Busy (with Retry-After).
     pool_timeout_s: float = 2.0

@@ -495,3 +495,61 @@ def test_sample_county_tiles_archives_and_styles(county_db_url):
         match = next(layer for layer in style["layers"] if layer["type"] == "fill")["paint"]["fill-color"]
         colours = {g: v["hex"].lower() for g, v in (scheme.get("colours") or {}).items()}
         assert colours and dict(zip(match[2:-1:2], match[3:-1:2])) == colours
+
+
+def test_tiles_rendered_once_identical_and_invalidated_by_data_version(client, county):
+    """tile_cache (app.cache): the cached tile is byte-identical to rendering it again, and a data
+    change (data version bump) is drawn at once — never the cached tile of an older version."""
+    from app.api.tiles import LAYERS as TL
+    from app.api.tiles import build_pyramid, render_tile
+    from app.auth import Principal
+
+    z = 15
+    x, y = tile_of(0, 0, z)
+    eng = sa.create_engine(county.url)
+    first = get_layer(client, "parcels", z, x, y)
+    second = get_layer(client, "parcels", z, x, y)
+    with eng.connect() as conn:
+        row = conn.execute(sa.text("SELECT data_version, mvt FROM tile_cache WHERE layer = 'parcels' AND z = :z "
+                                   "AND x = :x AND y = :y AND scope LIKE 'public|%'"), {"z": z, "x": x, "y": y}).one()
+        dynamic = bytes(render_tile(conn, TL["parcels"], Principal("public"), z, x, y, None, None).mvt)
+    assert first.content == second.content == bytes(row.mvt) == dynamic
+    assert first.headers["etag"] == second.headers["etag"]
+    # the same through a server that renders every tile (settings.tile_cache off)
+    from app.settings import Settings
+
+    with TestClient(create_app(Settings(tile_cache=False), database_url=county.url)) as dyn:
+        d = dyn.get(f"/tiles/parcels/{z}/{x}/{y}.pbf")
+        assert d.content == first.content and d.headers["etag"] == first.headers["etag"]
+        assert dyn.get(f"/tiles/parcels/{z}/{x}/{y}.pbf", headers={"If-None-Match": d.headers["etag"]}).status_code == 304
+    # a keyed caller is its own scope class: other properties, its own row
+    analyst = get_layer(client, "parcels", z, x, y, "analyst", county)
+    assert "tax_per_mu" in features_in(analyst)[identity(0, 0)]["properties"]
+    assert "tax_per_mu" not in features_in(second)[identity(0, 0)]["properties"]
+    # change a grade the way a write does (with a version bump): the next tile shows it
+    run = county.runs["2024"]
+    with eng.begin() as conn:
+        conn.execute(sa.text("UPDATE parcel_ratings SET grade = 'A' WHERE identity_code = :c AND run_id = :r"),
+                     {"c": identity(0, 0), "r": run})
+        conn.execute(sa.text("UPDATE data_version SET version = version + 1"))
+    try:
+        after = get_layer(client, "parcels", z, x, y)
+        assert features_in(after)[identity(0, 0)]["properties"]["grade"] == "A"
+        assert after.headers["etag"] != first.headers["etag"]
+        # the pre-built pyramid: every tile with data, z0–16, then served from the table
+        stats = build_pyramid(eng, maxzoom=16)
+        assert stats["tiles"] + stats["skipped"] > 17 and stats["bytes"] > 0
+        again = build_pyramid(eng, maxzoom=16)
+        assert again["tiles"] == 0 and again["skipped"] == stats["tiles"] + stats["skipped"]
+        for zz in (5, 9, 12, 16):
+            tx, ty = tile_of(2, 2, zz)
+            served = get_layer(client, "parcels", zz, tx, ty)
+            with eng.connect() as conn:
+                fresh = render_tile(conn, TL["parcels"], Principal("public"), zz, tx, ty, None, None).mvt
+            assert served.status_code == 200 and served.content == bytes(fresh)
+    finally:
+        with eng.begin() as conn:
+            conn.execute(sa.text("UPDATE parcel_ratings SET grade = 'C' WHERE identity_code = :c AND run_id = :r"),
+                         {"c": identity(0, 0), "r": run})
+            conn.execute(sa.text("UPDATE data_version SET version = version + 1"))
+        eng.dispose()

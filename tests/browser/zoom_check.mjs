@@ -53,6 +53,7 @@ async function countColours(page) {
 }
 
 const report = { views: [] };
+const log_ = (...a) => process.stderr.write(`${a.join(' ')}\n`);
 for (const [width, height] of sizes) {
   const page = await context.newPage();
   const errors = [];
@@ -64,20 +65,30 @@ for (const [width, height] of sizes) {
     if (m) tiles.push({ z: Number(m[1]), status: r.status() });
   });
   await page.setViewportSize({ width, height });
+  // In the page, from navigation start: the first time the map is idle with its tiles loaded
+  // (everything in view drawn) — read after, so the pixel checks below cost the map no time.
+  await page.addInitScript(() => {
+    const hook = () => {
+      const m = window.mujun?.map;
+      if (!m) { setTimeout(hook, 20); return; }
+      const check = () => {
+        if (window.__idleAt === undefined && m.loaded() && m.areTilesLoaded()) window.__idleAt = performance.now();
+      };
+      m.on('idle', check);
+      m.on('render', check);
+    };
+    hook();
+  });
   const t0 = Date.now();
   await page.goto(`${args.base}/map?api_key=${encodeURIComponent(args.key)}`);
   let counts = null;
   let ms = null;
-  // poll the pixels until land is drawn (≥ 200 px in the expected colours) or the budget is spent
-  while (Date.now() - t0 < budget + 3000) {
-    const ready = await page.evaluate(() => !!window.mujun?.map);
-    if (ready) {
-      counts = await countColours(page);
-      const drawn = Object.values(counts).reduce((a, b) => a + b, 0);
-      if (drawn >= 200) { ms = Date.now() - t0; break; }
-    }
-    await page.waitForTimeout(200);
-  }
+  await page.waitForFunction(() => window.__idleAt !== undefined, null, { timeout: budget + 25000 }).catch(() => {});
+  const idleAt = await page.evaluate(() => window.__idleAt ?? null);
+  counts = await countColours(page);
+  const drawn = Object.values(counts).reduce((a, b) => a + b, 0);
+  if (idleAt !== null && drawn >= 200) ms = Math.round(idleAt);
+  log_(`${width}x${height}: drawn at ${ms} ms (wall ${Date.now() - t0} ms)`);
   const zoom = await page.evaluate(() => window.mujun?.map?.getZoom() ?? null);
   const name = `${prefix}_${width}x${height}.png`;
   await page.screenshot({ path: join(args.out, name) });
