@@ -584,7 +584,8 @@ def test_errors_are_json_with_actionable_messages(client, url, status, message):
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
-    assert set(body) == {"code", "description"}
+    assert set(body) == {"type", "title", "status", "detail", "code", "description"}  # problem details
+    assert body["status"] == status and body["title"] == body["code"] and body["detail"] == body["description"]
     if message:
         assert body["description"] == message
 

@@ -34,8 +34,11 @@ class ApiError(HTTPException):
 
 
 def json_error(status: int, code: str, description: str, headers: dict | None = None) -> Response:
-    """An OGC-style JSON error body. ``description`` says what to do, not only what went wrong."""
-    return Response(orjson.dumps({"code": code, "description": description}), status_code=status,
+    """An error body: problem details (RFC 9457: ``type``, ``title``, ``status``, ``detail``) carrying the
+    OGC-style ``code``/``description`` too. ``description`` says what to do, not only what went wrong."""
+    body = {"type": "about:blank", "title": code, "status": status, "detail": description,
+            "code": code, "description": description}
+    return Response(orjson.dumps(body), status_code=status,
                     media_type=JSON, headers=headers)
 
 

@@ -42,7 +42,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from app import auth, cache
-from app.api import cql2, errors, ogc_tiles
+from app.api import cql2, errors, ogc_tiles, openapi
 from app.api import sql as fsql
 from app.api.common import (FLATGEOBUF, GEOJSON, JSON, OPENAPI_JSON, ApiError, DbStreamingResponse, base_url,
                             data_version, etag_response, json_response, principal_scope, releaser, wants)
@@ -63,6 +63,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/html",
     "http://www.opengis.net/spec/ogcapi-features-2/1.0/conf/crs",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
     "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
@@ -361,6 +362,13 @@ def _build_openapi(request: Request) -> bytes:
                         "schema": {"type": "string", "enum": ["cql2-text", "cql2-json"], "default": "cql2-text"}},
         "after": {"name": "after", "in": "query", "required": False, "schema": {"type": "string"},
                   "description": "keyset token from a `next` link"},
+        "filter-crs": {"name": "filter-crs", "in": "query", "required": False,
+                       "description": "CRS of the geometry literals in `filter` (default CRS84, lon/lat)",
+                       "schema": {"type": "string", "format": "uri", "enum": [c.uri for c in fsql.SUPPORTED_CRS]}},
+        "f": {"name": "f", "in": "query", "required": False,
+              "description": "representation: `json` (GeoJSON, the default), `html` (a table, linking to the map) "
+                             "or `csv` (id, properties, WKT; lon/lat for points)",
+              "schema": {"type": "string", "enum": ["json", "html", "csv"]}},
     }
     comps = doc.setdefault("components", {})
     comps.setdefault("parameters", {}).update(params)
@@ -374,7 +382,21 @@ def _build_openapi(request: Request) -> bytes:
             plist[:] = [({"$ref": f"#/components/parameters/{p['name']}"} if p.get("name") in params else p)
                         for p in plist]
             plist.extend({"$ref": f"#/components/parameters/{n}"} for n in params if n not in names)
-    return orjson.dumps(doc)
+    for path, types in _HTML_TYPES.items():  # the HTML (and CSV) representations of these operations
+        op = doc.get("paths", {}).get(path, {}).get("get")
+        if op is None:
+            continue
+        op.setdefault("responses", {}).setdefault("200", {"description": "OK"}).setdefault("content", {}).update(
+            {t: {"schema": {"type": "string"}} for t in types})
+        if not path.endswith("/items"):
+            op.setdefault("parameters", []).append(
+                {"name": "f", "in": "query", "required": False, "description": "`json` (default) or `html`",
+                 "schema": {"type": "string", "enum": ["json", "html"]}})
+    return orjson.dumps(openapi.complete(doc))
+
+
+_HTML_TYPES = {"/": [HTML], "/collections": [HTML], "/collections/{collection_id}": [HTML],
+               "/collections/{collection_id}/items": [HTML, CSV]}
 
 
 @router.get("/conformance", summary="Conformance classes")
