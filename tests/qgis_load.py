@@ -73,6 +73,7 @@ def main() -> int:
     ap.add_argument("--ogr-url", default=None, help="any URL/path for the ogr provider (e.g. a FlatGeobuf "
                     "export by its plain http URL); reported as 'ogr', with the seconds it took")
     ap.add_argument("--only-ogr", action="store_true", help="skip the OAPIF layer")
+    ap.add_argument("--subset", default=None, help="a subset string (CQL2 text) for the OAPIF layer")
     a = ap.parse_args()
 
     app = QgsApplication([], False)
@@ -90,6 +91,8 @@ def main() -> int:
         if not a.only_ogr:
             uri = f"url='{base}' typename='{a.collection}'"
             lyr = QgsVectorLayer(uri, a.collection, "OAPIF")
+            if a.subset:
+                result["subset_set"] = bool(lyr.setSubsetString(a.subset))
             result["oapif"] = describe(lyr, a.id_field)
             if a.style_url and lyr.isValid():
                 with urllib.request.urlopen(a.style_url) as r, tempfile.NamedTemporaryFile("wb", suffix=".qml", delete=False) as f:
