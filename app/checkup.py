@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -68,11 +69,21 @@ def render_html(doc: dict) -> str:
     return _env().get_template("checkup.html").render(d=doc)
 
 
-def render_pdf(html: str) -> bytes:
-    """The page as PDF (WeasyPrint); fonts are the system's CJK fonts (fonts-noto-cjk)."""
-    import weasyprint
+_FONTS = threading.local()
 
-    return weasyprint.HTML(string=html, base_url=str(TEMPLATES)).write_pdf()
+
+def render_pdf(html: str) -> bytes:
+    """The page as PDF (WeasyPrint); fonts are the system's CJK fonts (fonts-noto-cjk).
+
+    The font configuration is kept per thread (a third of the time of a page goes into setting it
+    up again; it is not shared across threads, which WeasyPrint does not promise to support)."""
+    import weasyprint
+    from weasyprint.text.fonts import FontConfiguration
+
+    fonts = getattr(_FONTS, "config", None)
+    if fonts is None:
+        fonts = _FONTS.config = FontConfiguration()
+    return weasyprint.HTML(string=html, base_url=str(TEMPLATES)).write_pdf(font_config=fonts)
 
 
 # --------------------------------------------------------------------------- SQL

@@ -29,6 +29,8 @@ router = APIRouter(tags=["reports"])
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 _MEDIA = {"xlsx": XLSX, "csv": "text/csv; charset=utf-8"}
+#: html or pdf pages (体检表, summary)
+_PAGE = {200: {"content": {"text/html": {}, "application/pdf": {}}}}
 _TITLES = {"ratings": "等级名单", "low-yield": "低效用地名单", "clusters": "连片低效用地名单"}
 
 
@@ -53,7 +55,8 @@ def _file_response(write, suffix: str, filename: str) -> Response:
     return Response(body, media_type=_MEDIA[suffix.lstrip(".")], headers=attachment(filename))
 
 
-@router.get("/lists/{kind}.{ext}", summary="公示名单 as Excel or CSV: ratings, low-yield land, clusters")
+@router.get("/lists/{kind}.{ext}", summary="公示名单 as Excel or CSV: ratings, low-yield land, clusters",
+            response_class=Response, responses={200: {"content": {XLSX: {}, "text/csv": {}}}})
 def download_list(request: Request, kind: str, ext: str,
                   year: int | None = YEAR_QUERY, run: int | None = RUN_QUERY,
                   level: str = Query("enterprise", description="ratings: enterprise (经营主体) | parcel (宗地)"),
@@ -139,13 +142,15 @@ def _checkup(request: Request, kind: str, code: str, ext: str, year: int | None,
     return Response(render_pdf(html), media_type="application/pdf", headers=headers)
 
 
-@router.get("/enterprises/{uscc}/checkup.{ext}", summary="体检表 of one enterprise: one A4 page (html | pdf)")
+@router.get("/enterprises/{uscc}/checkup.{ext}", summary="体检表 of one enterprise: one A4 page (html | pdf)",
+            response_class=Response, responses=_PAGE)
 def enterprise_checkup(request: Request, uscc: str, ext: str, year: int | None = YEAR_QUERY,
                        who: Principal = Depends(principal)):
     return _checkup(request, "enterprise", uscc, ext, year, who)
 
 
-@router.get("/parcels/{identity_code}/checkup.{ext}", summary="体检表 of one piece of land: one A4 page (html | pdf)")
+@router.get("/parcels/{identity_code}/checkup.{ext}", summary="体检表 of one piece of land: one A4 page (html | pdf)",
+            response_class=Response, responses=_PAGE)
 def parcel_checkup(request: Request, identity_code: str, ext: str, year: int | None = YEAR_QUERY,
                    who: Principal = Depends(principal)):
     return _checkup(request, "parcel", identity_code, ext, year, who)
@@ -206,7 +211,8 @@ def compare(request: Request, by: str = Query("township", description="township 
     }, headers={"Cache-Control": "private, no-cache"})
 
 
-@router.get("/compare.xlsx", summary="指标对比 table as Excel")
+@router.get("/compare.xlsx", summary="指标对比 table as Excel", response_class=Response,
+            responses={200: {"content": {XLSX: {}}}})
 def compare_xlsx(request: Request, by: str = Query("township"), year: int | None = YEAR_QUERY,
                  indicator: str | None = Query(None), level: str = Query("parcel"),
                  who: Principal = Depends(principal)):
@@ -232,7 +238,8 @@ def compare_xlsx(request: Request, by: str = Query("township"), year: int | None
     return _file_response(write, ".xlsx", f"指标对比_{LEVELS[level]}_按{BY[by]}.xlsx")
 
 
-@router.get("/compare/chart.{fmt}", summary="指标对比 chart as PNG or SVG: trend | township | distribution")
+@router.get("/compare/chart.{fmt}", summary="指标对比 chart as PNG or SVG: trend | township | distribution",
+            response_class=Response, responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}})
 def compare_chart(request: Request, fmt: str, kind: str = Query("trend"), year: int | None = YEAR_QUERY,
                   indicator: str | None = Query(None), level: str = Query("parcel"),
                   list_name: str | None = Query(None, alias="list"), industry_group: str | None = Query(None),
@@ -247,8 +254,10 @@ def compare_chart(request: Request, fmt: str, kind: str = Query("trend"), year: 
         return _denied(who, "analyst", "the score distribution with its cut-offs shows scores (figures) and")
     try:
         df, grades, colours, key, inds = _compare_data(request, who, level, indicator)
-        if not df["grade"].notna().any():
-            return json_error(404, "RunNotFound", "no graded subjects to chart")
+        graded = df[df["grade"].notna()]
+        if not len(graded) or (year is not None and year not in set(graded["year"])):
+            years = ", ".join(str(int(y)) for y in sorted(set(graded["year"]))) or "none"
+            return json_error(404, "RunNotFound", f"no graded subjects to chart for that year; years: {years}")
         body = chart(kind, df, grades, colours, figures=who.sees_figures, title=inds[key]["title"],
                      unit=inds[key]["unit"], year=year, list_name=list_name, group=industry_group, fmt=fmt)
     except ValueError as exc:
@@ -257,7 +266,8 @@ def compare_chart(request: Request, fmt: str, kind: str = Query("trend"), year: 
                     headers={"Cache-Control": "private, no-cache"})
 
 
-@router.get("/reports/summary.{ext}", summary="The county's summary report of a year (html | pdf)")
+@router.get("/reports/summary.{ext}", summary="The county's summary report of a year (html | pdf)",
+            response_class=Response, responses=_PAGE)
 def summary_report(request: Request, ext: str, year: int | None = YEAR_QUERY, who: Principal = Depends(principal)):
     import datetime as dt
 
@@ -298,7 +308,11 @@ _PRINT_MAX_BYTES = 25 * 1024 * 1024
 _PAPER_MM = {"A4": (297, 210), "A3": (420, 297)}
 
 
-@router.post("/print/map.pdf", summary="A printed map page (the PNG the web map composed) as a landscape PDF")
+@router.post("/print/map.pdf", summary="A printed map page (the PNG the web map composed) as a landscape PDF",
+             response_class=Response,
+             responses={200: {"content": {"application/pdf": {}}},
+                        413: {"description": "the image is larger than 25 MB", "content": {"application/json": {}}}},
+             openapi_extra={"requestBody": {"required": True, "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}})
 async def print_map(request: Request, paper: str = Query("A4", description="A4 | A3 (landscape)"),
                     title: str = Query("地图", max_length=200), who: Principal = Depends(principal)):
     """The map page is composed in the browser (title, year, legend with counts, scale bar, north
@@ -323,5 +337,8 @@ async def print_map(request: Request, paper: str = Query("A4", description="A4 |
            f'<style>@page {{ size: {w}mm {h}mm; margin: 0 }} body {{ margin: 0 }} '
            f'img {{ width: {w}mm; height: {h}mm; display: block; object-fit: contain }}</style></head>'
            f'<body><img src="data:image/png;base64,{base64.b64encode(body).decode()}"></body></html>')
-    pdf = await run_in_threadpool(render_pdf, doc)
+    try:
+        pdf = await run_in_threadpool(render_pdf, doc)
+    except Exception:  # noqa: BLE001 - a PNG signature with a body no decoder reads
+        return json_error(400, "InvalidParameterValue", "the page image could not be read as a PNG")
     return Response(pdf, media_type="application/pdf", headers=attachment(f"地图_{paper}.pdf"))
