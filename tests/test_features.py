@@ -751,3 +751,22 @@ def test_items_csv_with_wkt_and_lonlat(client, features_db):
     # Accept: text/csv works too; hidden properties are not columns
     r = client.get("/collections/parcels/items?limit=1", headers={"Accept": "text/csv"})
     assert r.headers["content-type"].startswith("text/csv") and "tax_per_mu" not in r.text
+
+
+@pytest.mark.parametrize("doc", [
+    {"op": "in", "args": [{"property": "grade"}, "AB"]},
+    {"op": "=", "args": [{"property": "grade"}]},
+    {"op": "between", "args": [{"property": "area_mu"}, [1]]},
+    {"op": "like", "args": [{"property": "grade"}, {"property": "kind"}]},
+    {"op": "s_intersects", "args": [{"property": "geometry"}, {"type": "Point", "coordinates": [1]}]},
+    {"op": "s_intersects", "args": [{"property": "geometry"}, {"type": "Polygon", "coordinates": "x"}]},
+    {"op": "s_intersects", "args": [{"property": "geometry"}, {"bbox": [1, 2, 3]}]},
+    {"op": "=", "args": [{"property": "area_mu"}, {"date": "garbage"}]},
+    {"op": "t_after", "args": [{"property": "area_mu"}, {"timestamp": "2020-01-01T00:00:00Z"}]},
+    {"op": "nope", "args": []}, 5, [1, 2], "grade",
+])
+def test_malformed_cql2_json_is_400(client, doc):
+    from urllib.parse import quote as q
+    r = client.get("/collections/parcels/items?filter-lang=cql2-json&filter=" + q(json.dumps(doc)))
+    assert r.status_code == 400, (doc, r.text)
+    assert r.json()["detail"].startswith("filter")

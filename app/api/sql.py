@@ -404,6 +404,8 @@ class _Cql2Sql:
             return f"({es} {'NOT ' if n.not_ else ''}BETWEEN {ls} AND {hs})"
         if isinstance(n, ast.In):
             es, et = self.scalar(n.lhs)
+            if not isinstance(n.sub_nodes, (list, tuple)):
+                self.fail("IN takes a list of values, e.g. grade IN ('A', 'B')")
             items = []
             for v in n.sub_nodes:
                 vs, vt = self.scalar(v)
