@@ -88,6 +88,10 @@ class Principal:
     name: str = "anonymous"
     #: The county publishes enterprise identities and links (settings.publish_links).
     publish_links: bool = False
+    #: A signed-in user (app/accounts.py) rather than a key: its id and account role
+    #: (viewer | officer | analyst | admin); ``role``/``region`` mean the same as a key's.
+    user_id: int | None = None
+    account_role: str | None = None
 
     def at_least(self, role: str) -> bool:
         """Whether this caller has ``role`` or more; ``link`` is viewer, or public when published."""
@@ -128,10 +132,11 @@ class Principal:
     def require(self, role: str) -> None:
         if not self.at_least(role):
             raise HTTPException(
-                status_code=401 if self.key_id is None else 403,
+                status_code=401 if self.key_id is None and self.user_id is None else 403,
                 detail=f"this needs the '{role}' role; "
-                       + ("send an API key in the X-API-Key header (create one with `mujun keys create`)"
-                          if self.key_id is None else f"your key has the '{self.role}' role"),
+                       + ("sign in at /login, or send an API key in the X-API-Key header (create one with "
+                          "`mujun keys create`)" if self.key_id is None and self.user_id is None
+                          else f"you have the '{self.role}' role"),
             )
 
 
@@ -225,5 +230,13 @@ def key_from_request(request: Request) -> str | None:
 
 
 def principal(request: Request) -> Principal:
-    """FastAPI dependency: the caller."""
-    return request.app.state.keys.resolve(key_from_request(request))
+    """FastAPI dependency: the caller — by API key, else by the signed-in session (app/accounts.py),
+    else anonymous."""
+    key = key_from_request(request)
+    if not key:
+        from app.accounts import session_principal
+
+        who = session_principal(request)
+        if who is not None:
+            return who
+    return request.app.state.keys.resolve(key)

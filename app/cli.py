@@ -178,7 +178,8 @@ def import_(bundle: Path = typer.Argument(..., exists=True, help="bundle directo
     Exit codes: 2 bundle refused (unreadable, missing file or column, older than the current
     land), 3 imported with rejected rows, 4 refused because it would retire too much land
     (re-run with --allow-retire, or --partial)."""
-    from app.ingest import RETIRE_REFUSED_EXIT, DeliveryRefused, import_bundle
+    from app import jobs
+    from app.ingest import RETIRE_REFUSED_EXIT, DeliveryRefused
     from spatial.io import BundleError
 
     ready_url()
@@ -188,9 +189,11 @@ def import_(bundle: Path = typer.Argument(..., exists=True, help="bundle directo
         def progress(role, done=0, total=0):
             bar.update(task, description=f"{role}", completed=done, total=total or None)
 
-        try:
-            report = import_bundle(db.engine(), bundle, crs=crs, progress=progress, year=year,
-                                   partial=partial, allow_retire=allow_retire)
+        try:  # the same job runner as the web upload (app/jobs.py), under the county's import lock
+            job = jobs.create(db.engine(), "import", {"path": str(bundle.resolve()), "crs": crs, "year": year,
+                                                      "partial": partial, "allow_retire": allow_retire},
+                              "cli")
+            report = jobs.run(db.engine(), job, echo=progress, raise_errors=True)["outcome"]
         except DeliveryRefused as exc:
             bar.stop()
             fail(f"{exc}\n未导入任何数据 (nothing was imported).",
@@ -525,6 +528,62 @@ def keys_revoke(key_id: int = typer.Argument(..., help="key id (`mujun keys list
             fail(f"没有编号为 {key_id} 的有效密钥（`mujun keys list` 列出全部密钥）")
         db.audit(conn, "cli", "keys.revoke", "api_keys", str(key_id), {})
     print(f"密钥 {key_id} 已吊销，下一次请求起即被拒绝")
+
+
+users_cli = typer.Typer(help="web users: create, list, disable (passwords stored as argon2id hashes only)")
+cli.add_typer(users_cli, name="users")
+
+
+@users_cli.command("create")
+def users_create(username: str = typer.Argument(..., help="user name for signing in"),
+                 role: str = typer.Option(..., help="viewer | officer (镇街专管员) | analyst | admin"),
+                 township: str = typer.Option(None, help="township (镇街) the user is limited to; officers need one"),
+                 display_name: str = typer.Option(None, help="the person's name"),
+                 password: str = typer.Option(..., prompt="密码", hide_input=True, confirmation_prompt="再次输入密码",
+                                              help="asked for when not given (never echoed, never logged)")) -> None:
+    """Create a web user; the password is stored only as an argon2id hash."""
+    from app.accounts import ROLE_ZH, create_user
+
+    ready_url()
+    try:
+        with db.engine().begin() as conn:
+            uid = create_user(conn, username, password, role, township, display_name)
+            db.audit(conn, "cli", "users.create", "users", username, {"role": role, "township": township})
+    except ValueError as exc:
+        fail(str(exc))
+    print(f"已创建用户 {username}（编号 {uid}，角色 {ROLE_ZH[role]}，范围 {township or '全县'}）")
+
+
+@users_cli.command("list")
+def users_list() -> None:
+    """List web users: id, name, role, township, created, last sign-in, state."""
+    from app.accounts import ROLE_ZH, list_users
+
+    ready_url()
+    with db.engine().connect() as conn:
+        rows = list_users(conn)
+    if not rows:
+        print("尚无用户（用 `mujun users create 用户名 --role analyst` 创建）")
+        return
+    print("编号\t用户名\t角色\t范围\t创建时间\t最近登录\t状态")
+    for r in rows:
+        state = f"已停用 {r['disabled_at']:%Y-%m-%d %H:%M}" if r["disabled_at"] else "有效"
+        last = f"{r['last_login_at']:%Y-%m-%d %H:%M}" if r["last_login_at"] else "从未登录"
+        print(f"{r['id']}\t{r['username']}\t{r['role']}（{ROLE_ZH.get(r['role'], r['role'])}）\t{r['township'] or '全县'}\t"
+              f"{r['created_at']:%Y-%m-%d %H:%M}\t{last}\t{state}")
+
+
+@users_cli.command("disable")
+def users_disable(username: str = typer.Argument(..., help="user name (`mujun users list`)")) -> None:
+    """Disable a user: refused from its very next request on."""
+    from app.accounts import disable_user
+
+    ready_url()
+    with db.engine().begin() as conn:
+        if not disable_user(conn, username):
+            fail(f"没有名为 {username} 的有效用户（`mujun users list` 列出全部用户）")
+        db.audit(conn, "cli", "users.disable", "users", username, {})
+    print(f"用户 {username} 已停用，下一次请求起即被拒绝")
 
 
 # -- the demo ------------------------------------------------------------------------------------

@@ -101,12 +101,13 @@ class DeliveryRefused(BundleError):
 def import_bundle(engine: sa.Engine, path: str | Path, *, crs: str | None = None,
                   overrides: dict | None = None, progress=None,
                   settings: Settings | None = None, year: int | None = None,
-                  partial: bool | None = None, allow_retire: bool = False) -> ImportReport:
+                  partial: bool | None = None, allow_retire: bool = False, actor: str = "cli") -> ImportReport:
     """Import one bundle directory (data-contract.md) into the database.
 
     ``year`` / ``partial``: the land delivery's year and mode (see the module docstring; default
     from ``manifest.json``, else the current land's year, complete). ``allow_retire`` confirms a
     complete delivery that retires more than ``settings.retire_max_share`` of the land.
+    ``actor``: who imports, for the audit log (``cli``, or the signed-in user of the web upload).
 
     Raises :class:`spatial.io.BundleError` (after recording a refused batch) when a required
     file or column is missing or a file cannot be read, and :class:`DeliveryRefused` (a
@@ -154,7 +155,7 @@ def import_bundle(engine: sa.Engine, path: str | Path, *, crs: str | None = None
         changed = sum(c.get("inserted", 0) + c.get("updated", 0) for c in counts.values())
         if changed:
             db.bump_data_version(conn)
-        db.audit(conn, "cli", "import", "import_batches", str(batch_id),
+        db.audit(conn, actor, "import", "import_batches", str(batch_id),
                  {"path": str(path), "changed_rows": changed})
         conn.execute(import_batches.update().where(import_batches.c.id == batch_id).values(
             status="loaded", finished_at=sa.func.now(), counts=counts))

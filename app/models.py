@@ -316,3 +316,87 @@ data_version = sa.Table(
     sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.CheckConstraint("id = 1", name="data_version_single_row"),
 )
+
+# -- the yearly cycle in the browser (migration 0004, app/accounts.py, app/jobs.py, app/workflow.py)
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("username", sa.Text, nullable=False, unique=True),
+    sa.Column("display_name", sa.Text),
+    sa.Column("password_hash", sa.Text, nullable=False, comment="argon2id; the password itself is never stored"),
+    sa.Column("role", sa.Text, nullable=False, comment="viewer | analyst | officer (township officer) | admin"),
+    sa.Column("township", sa.Text, comment="NULL = whole county; else the township the user is limited to"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("last_login_at", sa.DateTime(timezone=True)),
+    sa.Column("disabled_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("role IN ('viewer', 'analyst', 'officer', 'admin')", name="users_role"),
+    sa.CheckConstraint("role <> 'officer' OR township IS NOT NULL", name="users_officer_township"),
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False, comment="validate | import"),
+    sa.Column("status", sa.Text, nullable=False, server_default="queued",
+              comment="queued | running | done | failed | refused"),
+    sa.Column("stage", sa.Text, comment="what it is doing now (Chinese, shown in the progress bar)"),
+    sa.Column("rows_read", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("rows_total", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("rows_rejected", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("params", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("result", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("error", sa.Text),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+correction_proposals = sa.Table(
+    "correction_proposals", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("uscc", sa.Text, nullable=False),
+    sa.Column("parcel_code", sa.Text, nullable=False),
+    sa.Column("township", sa.Text, comment="the land's township (who may propose / see it)"),
+    sa.Column("action", sa.Text, nullable=False, comment="add (is on this land) | remove (is not)"),
+    sa.Column("share", sa.Float),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="proposed", comment="proposed | accepted | rejected"),
+    sa.Column("answer", sa.Text),
+    sa.Column("proposed_by", sa.Text, nullable=False),
+    sa.Column("decided_by", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("decided_at", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("action IN ('add', 'remove')", name="correction_proposals_action"),
+    sa.CheckConstraint("status IN ('proposed', 'accepted', 'rejected')", name="correction_proposals_status"),
+)
+
+appeals = sa.Table(
+    "appeals", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("run_id", sa.BigInteger, sa.ForeignKey("evaluation_runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("uscc", sa.Text, nullable=False, index=True),
+    sa.Column("township", sa.Text),
+    sa.Column("grade", sa.Text, comment="the draft grade appealed against"),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="submitted",
+              comment="submitted | under_review | accepted | rejected"),
+    sa.Column("answer", sa.Text),
+    sa.Column("submitted_by", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.CheckConstraint("status IN ('submitted', 'under_review', 'accepted', 'rejected')", name="appeals_status"),
+)
+
+saved_groups = sa.Table(
+    "saved_groups", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False, comment="parcels 宗地组 | enterprises 企业组"),
+    sa.Column("members", sa.ARRAY(sa.Text), nullable=False, comment="宗地身份码 or USCC"),
+    sa.Column("township", sa.Text, comment="the creator's scope: NULL = county"),
+    sa.Column("shared", sa.Boolean, nullable=False, server_default=sa.false(), comment="shared with the county"),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.CheckConstraint("kind IN ('parcels', 'enterprises')", name="saved_groups_kind"),
+)

@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     #: Seconds a second import into the same county waits for the first (then it is refused).
     lock_wait_s: float = 600.0
 
+    #: Web sign-in (app/accounts.py): the secret that signs session cookies (unset = one made once
+    #: and kept in ``data_dir/session_secret``), how long a session lasts (s), HTTPS-only cookies.
+    session_secret: str | None = None
+    session_max_age_s: int = 8 * 3600
+    cookie_secure: bool = False
+    #: Browser uploads (app/api/workflow.py): the largest bundle accepted (MB).
+    upload_max_mb: int = 2048
+
     #: Spatial pipeline tolerances (metres) and the small-piece threshold (亩).
     snap_tolerance_m: float = 30.0
     attach_tolerance_m: float = 5.0

@@ -15,3 +15,4 @@ from app.api.styles import router as _styles; ROUTERS.append(_styles)  # noqa: E
 from app.api.reports import router as _reports; ROUTERS.append(_reports)  # noqa: E402,E702
 from app.api.ogc_tiles import router as _ogc_tiles; ROUTERS.append(_ogc_tiles)  # noqa: E402,E702
 from app.api.docs import router as _docs; ROUTERS.append(_docs)  # noqa: E402,E702
+from app.api.workflow import router as _workflow; ROUTERS.append(_workflow)  # noqa: E402,E702
