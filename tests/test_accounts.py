@@ -309,3 +309,45 @@ def _wait(client, job_id, timeout=120):
             return j
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} did not finish: {j}")
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+def test_mujun_users_create_list_disable_and_import_through_the_job_runner(db_url, tmp_path):
+    """``mujun users`` (Chinese output; the password is asked for, never echoed nor stored), and
+    ``mujun import`` recorded as a job of the shared runner."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = os.environ | {"DATABASE_URL": db_url, "MUJUN_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+
+    def mujun(*args, input=None):
+        return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=REPO, input=input,
+                              capture_output=True, text=True, timeout=300)
+
+    made = mujun("users", "create", "zhang", "--role", "analyst", input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert made.returncode == 0, made.stderr
+    assert "已创建用户 zhang" in made.stdout and PASSWORD not in made.stdout + made.stderr
+    short = mujun("users", "create", "li", "--role", "analyst", input="short\nshort\n")
+    assert short.returncode == 1 and "密码至少 8 个字符" in short.stdout + short.stderr
+    officer = mujun("users", "create", "wang", "--role", "officer", input=f"{PASSWORD}\n{PASSWORD}\n")
+    assert officer.returncode == 1 and "镇街专管员必须指定镇街" in officer.stdout + officer.stderr
+    listed = mujun("users", "list")
+    assert "zhang" in listed.stdout and "分析" in listed.stdout and "有效" in listed.stdout
+    off = mujun("users", "disable", "zhang")
+    assert off.returncode == 0 and "已停用" in off.stdout
+    assert "已停用" in mujun("users", "list").stdout
+    assert mujun("users", "disable", "zhang").returncode == 1
+    eng = sa.create_engine(db_url)
+    with eng.connect() as conn:
+        h = conn.execute(sa.text("SELECT password_hash FROM users WHERE username = 'zhang'")).scalar()
+        assert h.startswith("$argon2id$") and PASSWORD not in h
+    bundle = write_bundle(tmp_path / "bundle")
+    imp = mujun("import", str(bundle))
+    assert imp.returncode == 0, imp.stdout + imp.stderr
+    with eng.connect() as conn:
+        job = conn.execute(sa.text("SELECT kind, status, created_by, rows_read FROM jobs")).one()
+    assert tuple(job[:3]) == ("import", "done", "cli") and job.rows_read > 0
+    eng.dispose()
