@@ -351,3 +351,22 @@ def test_mujun_users_create_list_disable_and_import_through_the_job_runner(db_ur
         job = conn.execute(sa.text("SELECT kind, status, created_by, rows_read FROM jobs")).one()
     assert tuple(job[:3]) == ("import", "done", "cli") and job.rows_read > 0
     eng.dispose()
+
+
+def test_a_township_officer_session_sees_exactly_what_a_township_viewer_key_sees(county):
+    """One auth rule: the officer of T1 (session) and a viewer key limited to T1 get the same
+    answers on items, exports, clusters, stats, search, archives and tiles — and nothing of T2."""
+    off1 = signed_in(county, "off1")
+    key = TestClient(county.app)
+    urls = ["/collections/parcels/items?limit=1000", "/collections/enterprises/items?limit=1000",
+            "/collections/parcels/export.geojson", "/clusters?year=2024", "/stats/grades?bbox=120,30,121,31",
+            "/search?q=企业", f"/parcels/{identity(0, 0)}", f"/parcels/{identity(5, 0)}",
+            f"/enterprises/{uscc_of(5, 0)}", "/map/config",
+            "/tiles/parcels/14/13659/6732.pbf"]
+    for url in urls:
+        a, b = off1.get(url), key.get(url, headers=county.headers("viewer_t1"))
+        assert a.status_code == b.status_code, (url, a.status_code, b.status_code)
+        if url.startswith("/map/config"):
+            continue  # names the caller
+        assert a.content == b.content, url
+        assert T2 not in a.text, url
