@@ -87,7 +87,10 @@ process, sequential, on the 2-core machine shared with other work.
 Each page is built from about ten small queries (group and township means and band scores are
 cached per run); most of the time is WeasyPrint's layout of the page with its CJK font. Pages are
 independent: `--township` splits the batch, and several processes would scale with cores.
-""")
+{"" if n == rated else f"""
+A sample, not all {rated:,}: at ~{per.mean():.0f} s a page the whole county is about {rated * per.mean() / 60:.0f} minutes on this
+machine (extrapolated, not measured).
+"""}""")
 
 
 if __name__ == "__main__":
