@@ -1,14 +1,17 @@
 """Vector-tile throughput: mujun's ``/tiles`` against the raw ``ST_AsMVT`` SQL (the database ceiling),
 and tipg's tiles when a tipg is installed in ``/tmp/tipgvenv``.
 
-    .venv/bin/python bench/bench_tiles.py [--parcels 100000] [--clients 8] [--seconds 10]
+    .venv/bin/python bench/bench_tiles.py [--parcels 100000] [--clients 8] [--seconds 10] [--qgis]
 
 It makes its own database on the embedded test cluster (or ``DATABASE_URL``'s server), fills it
 with :func:`generate_parcels` (a synthetic county of n parcels in EPSG:4490, graded), starts
 uvicorn (1 worker) on loopback, and requests the tiles covering the data at z14, z15 and z16
-from ``--clients`` concurrent clients for ``--seconds`` each. The raw SQL figure runs the very
-statement the endpoint runs (``app.api.tiles.tile_sql``), from the same number of threads
-with their own connections. Results go to ``bench/RESULTS.md`` (section "## Vector tiles").
+from ``--clients`` concurrent clients for ``--seconds`` each, interleaved per zoom: the raw SQL
+(the very statement the endpoint runs, ``app.api.tiles.tile_sql``, from the same number of
+threads with their own connections), a server rendering every tile (``MUJUN_TILE_CACHE=0``), a
+server reading the pyramid pre-built by ``build_pyramid`` (timed, with its storage), and tipg.
+``--qgis`` also times QGIS (headless) loading the layer by the FlatGeobuf URL and by OAPIF.
+Results go to ``bench/RESULTS.md`` (section "## Vector tiles").
 """
 
 from __future__ import annotations
@@ -205,8 +208,9 @@ def _wait(url: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def start_mujun(url: str, port: int, pool: int) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": url, "MUJUN_POOL_SIZE": str(pool)}
+def start_mujun(url: str, port: int, pool: int, tile_cache: bool = True) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": url, "MUJUN_POOL_SIZE": str(pool),
+           "MUJUN_TILE_CACHE": "1" if tile_cache else "0"}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.asgi:app", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", "1", "--log-level", "warning"],
                             cwd=ROOT, env=env)
@@ -229,6 +233,50 @@ def start_tipg(url: str, port: int, pool: int) -> subprocess.Popen | None:
 
 
 # --------------------------------------------------------------------------- main
+
+
+def time_qgis(base: str) -> list[tuple[str, str, float, int]]:
+    """Seconds QGIS takes to open and read every feature: FlatGeobuf by plain URL (cold: the first
+    request builds the cached file; warm), and OGC API Features. Empty when QGIS is missing."""
+    import json
+
+    script = ROOT / "tests" / "qgis_load.py"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    fgb = f"{base}/collections/parcels/export.fgb"
+    out = []
+    for name, extra in (("FlatGeobuf export, plain URL (first request: builds the file)", ["--only-ogr", "--ogr-url", fgb]),
+                        ("FlatGeobuf export, plain URL (cached file)", ["--only-ogr", "--ogr-url", fgb]),
+                        ("OGC API Features (OAPIF provider, pages of the server's max limit)", [])):
+        t0 = time.perf_counter()
+        p = subprocess.run(["/usr/bin/python3", str(script), base, "parcels", *extra], capture_output=True,
+                           text=True, timeout=1800, env=env)
+        sec = time.perf_counter() - t0
+        if p.returncode != 0 or not p.stdout.strip():
+            print(f"QGIS failed for {name}: {p.stderr[-500:]}", flush=True)
+            return out
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+        r = res.get("ogr") or res.get("oapif") or {}
+        uri = fgb if extra else base + " (typename parcels)"
+        out.append((name, uri, sec, int(r.get("iterated", 0))))
+        print(f"QGIS {name}: {sec:.1f} s, {r.get('iterated')} features", flush=True)
+    return out
+
+
+def prebuild(url: str, maxzoom: int) -> dict:
+    """Render the public pyramid into tile_cache (what `mujun tiles build` does) and measure it."""
+    from app.api.tiles import build_pyramid
+
+    eng = sa.create_engine(url)
+    stats = build_pyramid(eng, maxzoom=maxzoom)
+    with eng.connect() as conn:
+        stats["table_mb"] = conn.execute(sa.text("SELECT pg_total_relation_size('tile_cache')")).scalar() / 1e6
+        mx, avg = conn.execute(sa.text("SELECT max(length(mvt)), avg(length(mvt)) FROM tile_cache "
+                                       "WHERE z < 10 AND mvt IS NOT NULL")).one()
+        stats["overview_max"], stats["overview_avg"] = float(mx or 0), float(avg or 0)
+    eng.dispose()
+    print(f"pyramid z0-{maxzoom}: {stats}", flush=True)
+    return stats
+
 
 
 def make_database(n: int) -> tuple[str, callable]:
@@ -282,6 +330,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--zooms", default="14,15,16")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--qgis", action="store_true", help="also time QGIS (headless) loading the layer by each route")
     args = ap.parse_args()
     zooms = [int(z) for z in args.zooms.split(",")]
 
@@ -289,8 +338,11 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     procs = []
     try:
+        pyramid = prebuild(url, max(zooms))
         port = _free_port()
-        procs.append(start_mujun(url, port, args.clients))
+        procs.append(start_mujun(url, port, args.clients))            # tiles from tile_cache
+        dport = _free_port()
+        procs.append(start_mujun(url, dport, args.clients, tile_cache=False))  # every tile rendered
         tport = _free_port()
         tipg = start_tipg(url, tport, args.clients)
         if tipg:
@@ -300,19 +352,23 @@ def main() -> None:
             tiles = {z: tiles_covering(conn, z) for z in zooms}
         eng.dispose()
         rows = []
-        for z in zooms:
+        for z in zooms:  # interleaved: raw SQL, dynamic, pre-built, tipg — per zoom, back to back
             sql_rate, sql_err = bench_sql(url, "parcels", tiles[z], args.clients, args.seconds)
-            http_rate, http_err, size = bench_http(f"http://127.0.0.1:{port}", "/tiles/parcels/{z}/{x}/{y}.pbf",
-                                                   tiles[z], args.clients, args.seconds)
+            dyn_rate, dyn_err, size = bench_http(f"http://127.0.0.1:{dport}", "/tiles/parcels/{z}/{x}/{y}.pbf",
+                                                 tiles[z], args.clients, args.seconds)
+            http_rate, http_err, _ = bench_http(f"http://127.0.0.1:{port}", "/tiles/parcels/{z}/{x}/{y}.pbf",
+                                                tiles[z], args.clients, args.seconds)
             tipg_rate = tipg_err = None
             if tipg:
                 tipg_rate, tipg_err, _ = bench_http(
                     f"http://127.0.0.1:{tport}", "/collections/public.parcels/tiles/WebMercatorQuad/{z}/{x}/{y}",
                     tiles[z], args.clients, args.seconds)
-            rows.append((z, len(tiles[z]), http_rate, http_err, sql_rate, sql_err, size, tipg_rate, tipg_err))
-            print(f"z{z}: mujun {http_rate:.0f} tiles/s ({http_err} errors), raw SQL {sql_rate:.0f}/s "
-                  f"({sql_err} errors), avg tile {size / 1024:.1f} KiB"
+            rows.append((z, len(tiles[z]), http_rate, http_err, sql_rate, sql_err, size, tipg_rate, tipg_err,
+                         dyn_rate, dyn_err))
+            print(f"z{z}: pre-built {http_rate:.0f} tiles/s ({http_err} errors), dynamic {dyn_rate:.0f}/s "
+                  f"({dyn_err} errors), raw SQL {sql_rate:.0f}/s ({sql_err} errors), avg tile {size / 1024:.1f} KiB"
                   + (f", tipg {tipg_rate:.0f}/s ({tipg_err} errors)" if tipg else ""), flush=True)
+        qgis = time_qgis(f"http://127.0.0.1:{port}") if args.qgis else []
     finally:
         for p in procs:
             p.terminate()
@@ -326,20 +382,36 @@ def main() -> None:
         "",
         f"`bench/bench_tiles.py --parcels {args.parcels} --clients {args.clients} --seconds {args.seconds:g}` "
         f"on {platform.machine()} with {cpu} cores, {time.strftime('%Y-%m-%d')}; PostGIS on loopback, "
-        f"uvicorn 1 worker, pool {args.clients}; anonymous caller (public properties); synthetic county of "
+        f"uvicorn 1 worker per server, pool {args.clients}; anonymous caller (public properties); synthetic county of "
         f"{args.parcels:,} rectangular parcels (EPSG:4490, graded). Tiles: the ones covering the data at "
         "each zoom (≤ 400, round-robin). *Raw SQL* runs the endpoint's own statement from the same number of "
         "threads, each with its own connection: the database ceiling. "
         f"1-minute load average {load_before:.1f} before / {load_after:.1f} after (other work was running on "
         "the machine if that exceeds the core count).",
         "",
-        "| zoom | tiles | mujun `/tiles` (tiles/s) | raw `ST_AsMVT` SQL (tiles/s) | mujun / SQL | avg tile | tipg (tiles/s) |",
-        "|---|---|---|---|---|---|---|",
+        "*Pre-built*: the server reads the tile from `tile_cache` (filled by `build_pyramid`, i.e. `mujun tiles "
+        "build` after publishing); *dynamic*: a second server with `MUJUN_TILE_CACHE=0` renders every tile from "
+        "the tables (the path before issue 17). The four columns of one zoom ran back to back.",
+        "",
+        "| zoom | tiles | pre-built `/tiles` (tiles/s) | dynamic `/tiles` (tiles/s) | raw `ST_AsMVT` SQL (tiles/s) "
+        "| pre-built / SQL | avg tile | tipg (tiles/s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for z, nt, hr, he, sr, se, size, tr, te in rows:
-        lines.append(f"| {z} | {nt} | {hr:.0f}{f' ({he} err)' if he else ''} | {sr:.0f}{f' ({se} err)' if se else ''} "
-                     f"| {hr / sr:.0%} | {size / 1024:.1f} KiB | "
+    for z, nt, hr, he, sr, se, size, tr, te, dr, de in rows:
+        lines.append(f"| {z} | {nt} | {hr:.0f}{f' ({he} err)' if he else ''} | {dr:.0f}{f' ({de} err)' if de else ''} "
+                     f"| {sr:.0f}{f' ({se} err)' if se else ''} "
+                     f"| {hr / sr:.1f}× | {size / 1024:.1f} KiB | "
                      + (f"{tr:.0f}{f' ({te} err)' if te else ''}" if tr is not None else "not measured") + " |")
+    if qgis:
+        lines += ["", "QGIS (3.22, headless `tests/qgis_load.py`: open the layer and iterate every feature with "
+                  "geometry), same server and data, measured in this run:", "",
+                  "| route | QGIS URI | s | features |", "|---|---|---:|---:|"]
+        lines += [f"| {name} | `{uri}` | {sec:.1f} | {n:,} |" for name, uri, sec, n in qgis]
+    lines += ["", f"Pre-built pyramid (z0–{max(zooms)}, public, newest run; `build_pyramid`, one connection): "
+              f"{pyramid['tiles']:,} tiles rendered ({pyramid['empty']:,} empty) in {pyramid['seconds']:.1f} s, "
+              f"{pyramid['bytes'] / 1e6:.1f} MB of MVT, `tile_cache` {pyramid['table_mb']:.1f} MB on disk. "
+              f"Overview tiles (z0–9, land merged by grade per screen-pixel cell): largest "
+              f"{pyramid['overview_max'] / 1024:.1f} KiB, mean {pyramid['overview_avg'] / 1024:.1f} KiB."]
     if not any(r[7] is not None for r in rows):
         lines += ["", "tipg was not measured: no tipg in `/tmp/tipgvenv` on this machine when the bench ran."]
     else:

@@ -412,12 +412,12 @@ def test_overview_tiles_colour_the_county_at_every_low_zoom(client, county):
             assert ("grade" in p) == ("colour" in p)
             assert "tax_per_mu" not in p and "owner_name" not in p
             got.setdefault(p["township"], set()).add(p.get("grade", ""))
-        # every grade of each township is drawn somewhere at z9; at lower zooms the dominant ones
+        # each cell shows its dominant grade: the township's grades, several of them at z9
         assert set(got) == set(by_town)
         for t, gs in got.items():
             assert gs <= by_town[t]
             if z == 9:
-                assert gs == by_town[t], (t, gs, by_town[t])
+                assert len(gs) >= 3, (t, gs, by_town[t])
         if z <= 7:  # the whole county in one tile: every parcel counted once
             assert sum(f["properties"]["n"] for f in feats) == n_parcels
     # the 2022 run's grades, and a township-scoped key sees its township only
@@ -427,8 +427,11 @@ def test_overview_tiles_colour_the_county_at_every_low_zoom(client, county):
         for f in feats:
             out[f["properties"].get("grade")] = out.get(f["properties"].get("grade"), 0) + f["properties"]["n"]
         return out
-    old = by_grade(_overview(get_layer(client, "parcels", 9, x, y, year=2023)))
-    assert old and old != by_grade(_overview(get_layer(client, "parcels", 9, x, y)))
+    # the run asked for: the newer 2024 draft (an analyst may open it) says A everywhere
+    draft = by_grade(_overview(get_layer(client, "parcels", 9, x, y, "analyst", county, run=county.runs["2024draft"])))
+    assert "A" in draft and set(draft) <= {"A", None}, draft
+    assert set(by_grade(_overview(get_layer(client, "parcels", 9, x, y)))) > {"A", None}
+    assert get_layer(client, "parcels", 9, x, y, year=1990).status_code == 404
     scoped = _overview(get_layer(client, "parcels", 9, x, y, "analyst_t2", county))
     assert {f["properties"]["township"] for f in scoped} == {T2}
     assert client.get("/tiles/parcels.json").json()["minzoom"] == 0

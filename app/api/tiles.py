@@ -63,8 +63,11 @@ MINZOOM = {"parcels": 0, "defacto": 10, "sublots": 12, "enterprises": 8}
 OVERVIEW_BELOW_Z = 10
 #: The properties an overview feature carries (all public, and what the map colours and filters by).
 OVERVIEW_PROPS = {"parcels": ("grade", "colour", "township", "industry_group")}
-#: Overview cell = this many tile units (1/512 of the tile: one screen pixel of a 512 px tile).
-OVERVIEW_CELL_UNITS = 8
+#: Overview tiles have a coarser grid than detail tiles: one unit = one overview cell = two screen
+#: pixels of a 512 px tile. A county's grades form a fine mosaic; at one-pixel cells a z9 tile of a
+#: dense 100k-parcel county held 443 KiB, at two-pixel cells 114 KiB (bench/RESULTS.md).
+OVERVIEW_EXTENT = 256
+OVERVIEW_BUFFER = 4
 #: Simplify geometries below this zoom (at z ≥ 15 a tile unit is ≤ 0.6 m: nothing to gain).
 SIMPLIFY_BELOW_Z = 15
 WEB_MERCATOR_SPAN = 2 * 20037508.342789244
@@ -140,7 +143,7 @@ def overview_sql(layer: Layer, *, explicit_run: bool, region_sql: str, drafts: b
     """An overview tile (z < :data:`OVERVIEW_BELOW_Z`): ``(dv, run_id, mvt)``, same binds as
     :func:`tile_sql` plus ``:cell`` (m, EPSG:3857).
 
-    Land smaller than a cell is aggregated: each cell of the grid (one screen pixel) takes, per
+    Land smaller than a cell is aggregated: each cell of the grid (two screen pixels) takes, per
     township and industry group, the grade covering the most 亩 among the parcels whose centroid
     falls in it; land larger than a cell keeps its own (simplified) outline. Pieces of one grade,
     township and group are merged, so a tile holds a handful of multipolygons whatever the number
@@ -181,13 +184,13 @@ pieces AS (
     SELECT ST_Simplify(g, :tol) AS g, {keys}, 1 AS n, a FROM src WHERE ST_Area(g) >= :cell * :cell
 ),
 tile AS (
-    SELECT ST_AsMVTGeom(ST_Union(g), ST_TileEnvelope(:z, :x, :y), {EXTENT}, {BUFFER}, true) AS geom,
+    SELECT ST_AsMVTGeom(ST_Union(g), ST_TileEnvelope(:z, :x, :y), {OVERVIEW_EXTENT}, {OVERVIEW_BUFFER}, true) AS geom,
            {keys}, sum(n)::integer AS n, round(sum(a) * 1000) / 1000 AS area_mu
     FROM pieces GROUP BY {keys}
 )
 SELECT (SELECT version FROM data_version WHERE id = 1) AS dv,
        (SELECT id FROM run) AS run_id,
-       (SELECT ST_AsMVT(tile.*, '{layer.id}', {EXTENT}, 'geom') FROM tile WHERE tile.geom IS NOT NULL) AS mvt"""
+       (SELECT ST_AsMVT(tile.*, '{layer.id}', {OVERVIEW_EXTENT}, 'geom') FROM tile WHERE tile.geom IS NOT NULL) AS mvt"""
 
 
 def extent_sql(layer: Layer, region_sql: str) -> str:
@@ -227,11 +230,11 @@ def _overview_statement(layer_id: str, drafts: bool, explicit_run: bool, region_
 
 def tile_params(z: int) -> dict:
     """Zoom-dependent tolerances: simplification = one tile unit; tiny = ¼ screen pixel (256 px);
-    overview cell = :data:`OVERVIEW_CELL_UNITS` tile units (m, EPSG:3857)."""
+    overview cell = one unit of an overview tile (m, EPSG:3857)."""
     unit_m = WEB_MERCATOR_SPAN / (2 ** z) / EXTENT
     pixel_deg = 360.0 / (2 ** z) / 256
     return {"tol": unit_m, "min_area": 0.25 * pixel_deg * pixel_deg * 0.86,
-            "margin": BUFFER / EXTENT, "cell": unit_m * OVERVIEW_CELL_UNITS}
+            "margin": BUFFER / EXTENT, "cell": WEB_MERCATOR_SPAN / (2 ** z) / OVERVIEW_EXTENT}
 
 
 def unknown_layer(layer_id: str) -> Response:

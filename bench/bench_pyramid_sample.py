@@ -1,0 +1,71 @@
+"""Publish-time cost of the pre-built tile pyramid on the sample county (app.sample, seed 42).
+
+    .venv/bin/python bench/bench_pyramid_sample.py [--parcels 2000] [--maxzoom 16]
+
+Imports the sample county into a fresh database on a throwaway embedded cluster, matches and
+evaluates every year (published), then times ``build_pyramid`` (what ``mujun tiles build`` runs
+after publishing) and reports tiles, bytes and the ``tile_cache`` table's size on disk. Prints
+one Markdown line for bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--parcels", type=int, default=2000)
+    ap.add_argument("--maxzoom", type=int, default=16)
+    args = ap.parse_args()
+
+    from app import db
+    from app.api.tiles import build_pyramid
+    from app.embedded import EmbeddedCluster
+    from app.evaluation import evaluate_year
+    from app.ingest import import_bundle
+    from app.pipeline import run_matching
+    from app.sample import write_sample_bundle
+    from app.settings import Settings
+
+    work = Path(tempfile.mkdtemp(prefix="mujun-pyramid-"))
+    work.chmod(0o755)  # the embedded cluster's server user must traverse it
+    cluster = EmbeddedCluster(work / "pg", durable=False)
+    cluster.ensure_running()
+    try:
+        admin = sa.create_engine(sa.make_url(cluster.url()).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text('CREATE DATABASE "pyramid"'))
+        url = sa.make_url(cluster.url()).set(database="pyramid").render_as_string(hide_password=False)
+        eng = sa.create_engine(url)
+        with eng.begin() as conn:
+            conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS postgis"))
+        db.upgrade(url)
+        bundle = work / "bundle"
+        write_sample_bundle(bundle, seed=42, parcels=args.parcels, fmt="county")
+        settings = Settings(data_dir=work / "var", database_url=url)
+        import_bundle(eng, bundle, settings=settings)
+        run_matching(eng, settings=settings)
+        with eng.connect() as conn:
+            years = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT year FROM metrics ORDER BY year"))]
+        for year in years:
+            evaluate_year(eng, year, "zhejiang_default", publish=True)
+        with eng.connect() as conn:
+            n = conn.execute(sa.text("SELECT count(*) FROM parcels")).scalar()
+        stats = build_pyramid(eng, maxzoom=args.maxzoom)
+        with eng.connect() as conn:
+            mb = conn.execute(sa.text("SELECT pg_total_relation_size('tile_cache')")).scalar() / 1e6
+        print(f"| sample county (seed 42, {n:,} land pieces) | z0–{args.maxzoom} | {stats['tiles']:,} "
+              f"({stats['empty']:,} empty) | {stats['seconds']:.1f} s | {stats['bytes'] / 1e6:.1f} MB | {mb:.1f} MB |")
+        eng.dispose()
+        admin.dispose()
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()
