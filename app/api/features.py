@@ -940,11 +940,12 @@ def _file_response(path: Path, media_type: str, headers: dict) -> FileResponse:
     return FileResponse(path, media_type=media_type, headers=headers, stat_result=os.stat(path))
 
 
-@router.api_route("/collections/{collection_id}/export.fgb", methods=["GET", "HEAD"],
-                  summary="Whole layer as FlatGeobuf (a cached file with Content-Length and byte ranges; "
-                          "streamed when filtered)",
-                  response_class=Response, responses={200: {"content": {FLATGEOBUF: {}}},
-                                                      206: {"content": {FLATGEOBUF: {}}}})
+@router.get("/collections/{collection_id}/export.fgb",
+            summary="Whole layer as FlatGeobuf (a cached file with Content-Length and byte ranges; "
+                    "streamed when filtered)",
+            response_class=Response, responses={200: {"content": {FLATGEOBUF: {}}},
+                                                206: {"content": {FLATGEOBUF: {}}}})
+@router.head("/collections/{collection_id}/export.fgb", include_in_schema=False)  # GDAL /vsicurl/ asks first
 @_api
 def export_fgb(request: Request, collection_id: str):
     """FlatGeobuf made by PostGIS (``ST_AsFlatGeobuf``) in key-ordered chunks: the first chunk
@@ -988,9 +989,10 @@ def export_fgb(request: Request, collection_id: str):
     return _streaming(request, body(), FLATGEOBUF, headers, releaser(conn))
 
 
-@router.api_route("/collections/{collection_id}/export.gpkg", methods=["GET", "HEAD"],
-                  summary="Whole layer as GeoPackage (a cached file with Content-Length and byte ranges)",
-                  response_class=Response, responses={200: {"content": {GPKG: {}}}, 206: {"content": {GPKG: {}}}})
+@router.get("/collections/{collection_id}/export.gpkg",
+            summary="Whole layer as GeoPackage (a cached file with Content-Length and byte ranges)",
+            response_class=Response, responses={200: {"content": {GPKG: {}}}, 206: {"content": {GPKG: {}}}})
+@router.head("/collections/{collection_id}/export.gpkg", include_in_schema=False)
 @_api
 def export_gpkg(request: Request, collection_id: str):
     """The whole layer as GeoPackage (QGIS, ArcGIS): converted by GDAL (pyogrio) from the cached
