@@ -101,11 +101,15 @@ def test_the_yearly_cycle_in_the_browser(db_url, sample_zip, tmp_path, artifacts
         with eng.begin() as conn:
             accounts.create_user(conn, "off", PASSWORD, "officer", pick.township)
         r = _node(base, artifacts, phase="officer", user="off", password=PASSWORD, uscc=pick.uscc,
-                  parcel=new.parcel_code, old_parcel=pick.old_code, other_parcel=other)
+                  parcel=new.parcel_code, parcel_id=new.identity_code, old_parcel=pick.old_code, other_parcel=other)
+        assert r["prefilled_parcel"] == new.identity_code
         assert r["officer_hidden"] == {"upload": True, "run": True}
         assert "本镇街没有宗地" in r["other_township"]  # another township's land: refused
         assert "已提交纠偏申请" in r["own_add"] and "已提交纠偏申请" in r["own_remove"] and r["proposals"] == 2
         assert q("SELECT count(*) FROM correction_proposals WHERE township <> :t", t=pick.township).scalar() == 0
+        # every step is in the audit log, and the parcel's archive shows it
+        hist = q("SELECT actor, action FROM audit_log WHERE entity_id = :i", i=new.identity_code).all()
+        assert ("off", "correction.proposed") in [tuple(h) for h in hist]
 
         # -- the analyst accepts both, re-matches: the link moved; evaluates a new draft and reviews it
         r = _node(base, artifacts, phase="decide", user="ana", password=PASSWORD, year=YEAR)

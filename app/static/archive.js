@@ -286,12 +286,22 @@ async function main() {
     if (kv) c.append(kv);
     if (Array.isArray(h.corrections) && h.corrections.length) c.append(el('h3', {}, '人工纠偏'), gridTable(h.corrections) || '');
     if (Array.isArray(h.audit) && h.audit.length) {
-      c.append(el('h3', {}, '操作记录'), gridTable(h.audit.slice(0, 20).map(r => ({ at: r.at, actor: r.actor, action: r.action }))) || '');
+      c.append(el('h3', {}, '操作记录'), gridTable(h.audit.slice(0, 20).map(r => ({ at: r.at, actor: r.actor, action: WORKFLOW_ACTIONS[r.action] || r.action }))) || '');
     }
+    // the yearly cycle (issue 15): propose a 纠偏 or record an appeal for this land / enterprise
+    const q = kind === 'parcel' ? `parcel=${encodeURIComponent(code)}` : `uscc=${encodeURIComponent(code)}`;
+    c.append(el('p', {}, el('a', { href: `/workflow?${q}#corrections`, id: 'propose-link' }, '提出纠偏或申诉（需登录）')));
     if (c.childNodes.length > 1) { c.classList.add('wide'); main.append(c); }
   }
   document.body.dataset.archive = 'ready';
 }
+
+/** Audit actions of the yearly cycle (app/api/workflow.py), as the archive shows them. */
+const WORKFLOW_ACTIONS = {
+  'correction.proposed': '提出纠偏', 'correction.accepted': '采纳纠偏', 'correction.rejected': '不采纳纠偏',
+  'appeal.submitted': '提交申诉', 'appeal.under_review': '申诉审核中', 'appeal.accepted': '采纳申诉',
+  'appeal.rejected': '不采纳申诉', publish: '发布评价', import: '导入数据',
+};
 
 /** One level of nesting flattened: {enterprise: {name}} → {name}. */
 function flatten(r) {

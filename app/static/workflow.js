@@ -45,9 +45,9 @@
         const cols = (m && m.columns) || m || {};
         for (const [src, dst] of Object.entries(cols)) cmap.push({ file, src, dst: typeof dst === 'object' ? JSON.stringify(dst) : dst });
       }
-      html += `<h3>列对应</h3>${table(cmap, [['file', '文件'], ['src', '原列名'], ['dst', '识别为']])}`;
+      html += `<h3>列对应</h3><div class="scroll" id="column-map">${table(cmap, [['file', '文件'], ['src', '原列名'], ['dst', '识别为']])}</div>`;
       html += `<h3 id="rejects-title">拒收行（错误 ${res.errors}，警告 ${res.warnings}）</h3>`;
-      html += `<div id="rejects">${table(res.rejects, [['file', '文件'], ['row', '行'], ['field', '字段'], ['value', '值'],
+      html += `<div id="rejects" class="scroll">${table(res.rejects, [['file', '文件'], ['row', '行'], ['field', '字段'], ['value', '值'],
         ['reason', '原因'], [(r) => (r.severity === 'error' ? '拒收' : '警告'), '类别']])}</div>`;
       $('confirm-box').hidden = false;
     } else {

@@ -70,7 +70,7 @@ try {
     await waitJob(page, 'validate:done');
     report.rejects_title = await text(page, '#rejects-title');
     report.reject_rows = await page.$$eval('#rejects tbody tr', (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
-    report.column_map_rows = await page.$$eval('#job-report table:first-of-type tbody tr', (trs) => trs.length);
+    report.column_map_rows = await page.$$eval('#column-map tbody tr', (trs) => trs.length);
     await shot(page, 'validated');
     // the report survives a reload (the job is in the URL, polled again)
     await page.reload({ waitUntil: 'load' });
@@ -111,7 +111,19 @@ try {
     };
     if (!args.appeal_run) {
       report.other_township = await propose(args.other_parcel, args.uscc, 'add', '1');
-      report.own_add = await propose(args.parcel, args.uscc, 'add', '1');
+      // from the parcel's archive page (一地一档): its link opens the form with the land filled in
+      await page.goto(`${args.base}/map/parcel/${encodeURIComponent(args.parcel_id)}`, { waitUntil: 'load' });
+      await page.waitForFunction(() => document.body.dataset.archive === 'ready', null, { timeout: 60000 });
+      await page.click('#propose-link');
+      await page.waitForFunction(() => document.body.dataset.ready === '1');
+      report.prefilled_parcel = await page.inputValue('#c-parcel');
+      await page.fill('#c-uscc', args.uscc);
+      await page.selectOption('#c-action', 'add');
+      await page.fill('#c-share', '1');
+      await page.fill('#c-reason', '现场核实');
+      await page.click('#c-submit');
+      await page.waitForFunction(() => document.getElementById('c-message').textContent.length > 0);
+      report.own_add = await text(page, '#c-message');
       report.own_remove = await propose(args.old_parcel, args.uscc, 'remove', '');
       await page.waitForFunction(() => document.querySelectorAll('#c-list tbody tr').length >= 2, null, { timeout: 10000 })
         .catch(() => {});
