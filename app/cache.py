@@ -113,28 +113,46 @@ ON CONFLICT (layer, scope, query, z, x, y) DO UPDATE
 SET data_version = EXCLUDED.data_version, run_id = EXCLUDED.run_id, mvt = EXCLUDED.mvt
 WHERE tile_cache.data_version <= EXCLUDED.data_version"""
 
-_tile_tables: set[str] = set()
+#: Per database: whether tile_cache can be used (False: a role without CREATE, a read-only
+#: replica — tiles are then rendered on every request, as without the cache).
+_tile_tables: dict[str, bool] = {}
 
 
-def ensure_tile_table(conn: sa.Connection) -> None:
-    """Create ``tile_cache`` once per database (concurrent creators: the loser ignores it)."""
-    key = conn.engine.url.render_as_string(hide_password=True)
-    if key in _tile_tables:
-        return
-    try:
-        conn.execute(sa.text(TILE_TABLE_DDL))
-    except sa.exc.IntegrityError:  # another worker created it at the same moment
-        conn.rollback()
-    _tile_tables.add(key)
+def _db_key(conn: sa.Connection) -> str:
+    return conn.engine.url.render_as_string(hide_password=True)
+
+
+def ensure_tile_table(conn: sa.Connection) -> bool:
+    """Create ``tile_cache`` once per database (concurrent creators: the loser ignores it).
+    Returns whether the cache is usable; call on an AUTOCOMMIT connection (a failure then leaves
+    no aborted transaction behind)."""
+    key = _db_key(conn)
+    if key not in _tile_tables:
+        try:
+            conn.execute(sa.text(TILE_TABLE_DDL))
+            _tile_tables[key] = True
+        except sa.exc.IntegrityError:  # another worker created it at the same moment
+            _tile_tables[key] = True
+        except sa.exc.DBAPIError:  # no CREATE right, read-only: serve without the cache
+            _tile_tables[key] = False
+    return _tile_tables[key]
 
 
 def read_tile(conn: sa.Connection, key: dict):
-    """``(dv, cached_version, run_id, mvt)``: the current data version and the cached tile, if any
-    (``cached_version`` None = never rendered). ``key``: layer, scope, query, z, x, y."""
-    ensure_tile_table(conn)
+    """``(dv, data_version, run_id, mvt)``: the current data version and the cached tile, if any
+    (``data_version`` None = never rendered); None when the cache cannot be used here.
+    ``key``: layer, scope, query, z, x, y."""
+    if not ensure_tile_table(conn):
+        return None
     return conn.execute(sa.text(_TILE_READ), key).one()
 
 
 def write_tile(conn: sa.Connection, key: dict, dv: int, run_id: int | None, mvt: bytes | None) -> None:
-    """Store a rendered tile at data version ``dv`` (never over a newer one)."""
-    conn.execute(sa.text(_TILE_WRITE), {**key, "dv": dv, "run_id": run_id, "mvt": mvt})
+    """Store a rendered tile at data version ``dv`` (never over a newer one). A database that
+    refuses the write (read-only replica) turns the cache off for it."""
+    try:
+        conn.execute(sa.text(_TILE_WRITE), {**key, "dv": dv, "run_id": run_id, "mvt": mvt})
+    except sa.exc.DBAPIError:
+        if conn.in_transaction():
+            conn.rollback()
+        _tile_tables[_db_key(conn)] = False

@@ -556,3 +556,34 @@ def test_tiles_rendered_once_identical_and_invalidated_by_data_version(client, c
                          {"c": identity(0, 0), "r": run})
             conn.execute(sa.text("UPDATE data_version SET version = version + 1"))
         eng.dispose()
+
+
+def test_tiles_without_a_writable_cache_are_still_served(county):
+    """A database role that may only read (a read-only replica, no INSERT on tile_cache): tiles are
+    rendered on every request, the same bytes — never a 500."""
+    from app import cache as tile_cache
+
+    eng = sa.create_engine(county.url)
+    role = f"tiles_ro_{uuid.uuid4().hex[:6]}"
+    with eng.begin() as conn:
+        conn.execute(sa.text(tile_cache.TILE_TABLE_DDL))
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD 'ro'"))
+        conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+        conn.execute(sa.text(f"REVOKE CREATE ON SCHEMA public FROM {role}"))
+    ro_url = sa.make_url(county.url).set(username=role, password="ro").render_as_string(hide_password=False)
+    z = 15
+    x, y = tile_of(1, 1, z)
+    try:
+        with TestClient(create_app(database_url=ro_url)) as ro:
+            a = ro.get(f"/tiles/parcels/{z}/{x}/{y}.pbf", params={"year": 2023})
+            b = ro.get(f"/tiles/parcels/{z}/{x}/{y}.pbf", params={"year": 2023})
+        with TestClient(create_app(database_url=county.url)) as rw:
+            c = rw.get(f"/tiles/parcels/{z}/{x}/{y}.pbf", params={"year": 2023})
+        assert a.status_code == b.status_code == c.status_code == 200
+        assert a.content == b.content == c.content
+    finally:
+        db._cached_engine.cache_clear()
+        with eng.begin() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {role}"))
+            conn.execute(sa.text(f"DROP ROLE {role}"))
+        eng.dispose()

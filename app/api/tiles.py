@@ -289,12 +289,15 @@ def get_tile(request: Request, layer: str, z: int = Path(ge=0, le=MAX_Z), x: int
         key = {"layer": lay.id, "scope": principal_scope(who), "query": f"run={run}&year={year}",
                "z": z, "x": x, "y": y}
         cached = None
-        if request.app.state.settings.tile_cache:
-            hit = tile_cache.read_tile(conn, key)  # the data version and the tile rendered at it, if any
+        use_cache = request.app.state.settings.tile_cache
+        # the data version and the tile rendered at it, if any (None: no cache usable here)
+        hit = tile_cache.read_tile(conn, key) if use_cache else None
+        if hit is not None:
             dv = int(hit.dv)
             if hit.data_version is not None and hit.data_version == dv:
                 cached = hit
         else:  # every tile rendered (the benchmark's dynamic path): the version only for a 304
+            use_cache = False
             dv = data_version(conn) if request.headers.get("if-none-match") else None
         if dv is not None:
             _, headers, r304 = etag_response(request, dv, who, cache_control=cache)
@@ -307,7 +310,7 @@ def get_tile(request: Request, layer: str, z: int = Path(ge=0, le=MAX_Z), x: int
             if row.run_id is None and (run is not None or year is not None):
                 return run_not_found(conn, run, year, who.sees_drafts)
             body = bytes(row.mvt or b"")
-            if request.app.state.settings.tile_cache:
+            if use_cache:
                 tile_cache.write_tile(conn, key, int(row.dv or 0), row.run_id, body or None)
             if int(row.dv or 0) != dv:  # the ETag of what is sent (data may have changed in between)
                 _, headers, r304 = etag_response(request, int(row.dv or 0), who, cache_control=cache)
@@ -422,6 +425,9 @@ def build_pyramid(engine: sa.Engine, layer_ids=("parcels",), *, maxzoom: int = T
                     key = {"layer": lid, "scope": principal_scope(who), "query": f"run=None&year={year}",
                            "z": z, "x": x, "y": y}
                     hit = tile_cache.read_tile(conn, key)
+                    if hit is None:
+                        raise RuntimeError("tile_cache cannot be created or read with this database role: "
+                                           "grant it CREATE on the schema (or run `mujun tiles build` as the owner)")
                     if hit.data_version is not None and hit.data_version == hit.dv:
                         out["skipped"] += 1
                         continue
