@@ -197,3 +197,14 @@ def test_checkup_html_in_chromium_has_a_map_thumbnail(county, server, artifacts)
     assert blue > 50
     badge = Image.open(rep["shots"]["badge"]).convert("RGB").getpixel((3, 10))
     assert max(abs(a - b) for a, b in zip(badge, (0x2c, 0x7b, 0xb6))) < 20
+
+
+@pytest.mark.slow
+def test_archive_page_links_its_checkup(county, server, artifacts):
+    eng, year, run, ent, par, keys, client = county
+    rep = shoot(f"{server}/map/enterprise/{ent['uscc']}?api_key={keys['analyst']}", artifacts, "archive_checkup_link",
+                "#checkup-pdf", {},
+                eval="fetch(document.querySelector('#checkup-pdf').href + location.search)"
+                     ".then(r => [r.status, r.headers.get('content-type')])")
+    assert rep["console_errors"] == [] and rep["page_errors"] == [], rep
+    assert rep["eval"] == [200, "application/pdf"]

@@ -2,7 +2,7 @@
 // An HTML shell that fetches the JSON archive and renders what the caller's role may see: basic
 // facts, the rating of the run shown, score breakdown, indicators, history (inline SVG chart),
 // warnings, and the linked enterprises / land. Fields the API did not send are not shown.
-import { getJSON, keyQuery, has, pick, num, el, label, show } from '/static/common.js';
+import { apiKey, getJSON, keyQuery, has, pick, num, el, label, show } from '/static/common.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URL(location.href).searchParams;
@@ -212,6 +212,18 @@ async function main() {
     $('subtitle').textContent = [name ? subject.uscc || code : '', subject.township].filter(has).join(' · ');
   }
   document.body.dataset.code = code;
+  // 体检表 (one A4 page, app/checkup.py): fetched with the key, opened as a PDF or a printable page
+  const base = `/${kind === 'parcel' ? 'parcels' : 'enterprises'}/${encodeURIComponent(code)}/checkup`;
+  const openCheckup = (ext) => async (e) => {
+    e.preventDefault();
+    const headers = {};
+    if (apiKey()) headers['X-API-Key'] = apiKey();
+    const res = await fetch(`${base}.${ext}${keyQuery({ year: cur?.year })}`, { headers });
+    if (!res.ok) { e.target.textContent = `体检表不可用（HTTP ${res.status}）`; return; }
+    window.open(URL.createObjectURL(await res.blob()), '_blank');
+  };
+  $('subtitle').append(' · ', el('a', { href: `${base}.pdf`, id: 'checkup-pdf', onclick: openCheckup('pdf') }, '体检表 PDF'),
+                       ' · ', el('a', { href: `${base}.html`, id: 'checkup-html', onclick: openCheckup('html') }, '打印版'));
 
   const basic = kvTable(subject, STRUCTURAL);
   if (basic) main.append(card(kind === 'parcel' ? '宗地信息' : '企业信息', basic));
