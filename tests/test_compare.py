@@ -156,11 +156,14 @@ def test_compare_page_in_chromium_shows_charts(county, server, artifacts):
 def test_root_sends_browsers_to_the_map_and_keeps_json_for_ogc_clients(county):
     eng, year, run, town, keys, client = county
     browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
-    # one behaviour (issue 14): a browser gets the HTML landing page, whose first links open the map
+    # a person's browser at the server address goes to the map (keeping the key) ...
     r = client.get("/", headers=browser, follow_redirects=False)
-    assert r.status_code == 200 and r.text.startswith("<!doctype html>")
-    assert 'class="map-link" id="map-link" href="http://testserver/map"' in r.text
+    assert r.status_code == 303 and r.headers["location"] == "http://testserver/map"
     r = client.get("/?api_key=mj_x", headers=browser, follow_redirects=False)
+    assert r.headers["location"] == "http://testserver/map?api_key=mj_x"
+    # ... and the OGC HTML landing page is f=html, its first links opening the map
+    r = client.get("/?f=html&api_key=mj_x", headers=browser, follow_redirects=False)
+    assert r.status_code == 200 and r.text.startswith("<!doctype html>")
     assert 'href="http://testserver/map?api_key=mj_x"' in r.text
     for accept in ("application/json", "*/*", None):
         r = client.get("/", headers={"Accept": accept} if accept else {})

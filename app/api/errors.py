@@ -225,6 +225,8 @@ def document_responses(doc: dict) -> dict:
                 responses.setdefault("304", {"description": "Not Modified (If-None-Match matched the ETag)"})
             for status, what in _ERRORS.items():
                 responses.setdefault(status, {"description": what, "content": err})
+            if path == "/":  # a browser's plain visit goes to the web map
+                responses.setdefault("303", {"description": "See Other: the web map (/map), for a browser"})
             if path == "/healthz":
                 responses["503"] = {"description": "database down or pool busy", "content": {"application/json": {}}}
     return doc

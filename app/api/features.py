@@ -310,6 +310,11 @@ def landing(request: Request):
         return openapi_document(request)
     b = base_url(request)
     if _representation(request) == "html":
+        if not request.query_params.get("f"):
+            # A person typing the server's address wants the map (issue 13); the OGC HTML
+            # landing page stays one request away with ?f=html (OGC API Features HTML).
+            key = request.query_params.get("api_key")
+            return RedirectResponse(f"{b}/map" + (f"?{urlencode({'api_key': key})}" if key else ""), status_code=303)
         return _html(request, "landing.html", title=request.app.title, description=request.app.description,
                      alternates=[_link(f"{b}/?f=json", "alternate", JSON, "JSON")])
     return json_response({

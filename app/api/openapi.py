@@ -22,7 +22,8 @@ import re
 #: Operations whose handler has no docstring: what they do, in one or two sentences.
 DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("get", "/"): "Landing page: links to the API definition, conformance, collections, tile matrix sets and "
-                  "the web map. JSON by default; HTML with `f=html` or a browser's `Accept: text/html`; the "
+                  "the web map. JSON by default; HTML with `f=html`; a browser's plain visit (`Accept: "
+                  "text/html` first, no `f`) is sent on to the web map (303); the "
                   "OpenAPI document with `Accept: application/vnd.oai.openapi+json`.",
     ("get", "/conformance"): "The OGC conformance classes implemented in full: OGC API Features 1, 2, 3 (CQL2 "
                              "text and JSON through pygeofilter), 5 (schemas), OGC API Tiles and TMS 2.0.",

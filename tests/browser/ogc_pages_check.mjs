@@ -48,7 +48,7 @@ try {
     matched: document.querySelector('#number-matched').textContent,
     mapLinks: [...document.querySelectorAll('a')].filter(a => new URL(a.href).pathname.startsWith('/map')).map(a => a.href),
     next: document.querySelector('#next-page')?.href || null })`);
-  await visit('landing', '/', 'a.map-link', `({
+  await visit('landing', '/?f=html', 'a.map-link', `({
     mapLinks: [...document.querySelectorAll('a.map-link')].map(a => a.href), title: document.title })`);
   await visit('docs', '/docs', '.opblock', `({
     operations: [...document.querySelectorAll('.opblock')].map(o =>
