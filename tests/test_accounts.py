@@ -370,3 +370,77 @@ def test_a_township_officer_session_sees_exactly_what_a_township_viewer_key_sees
             continue  # names the caller
         assert a.content == b.content, url
         assert T2 not in a.text, url
+
+
+def test_unsafe_or_damaged_zips_are_refused_with_a_reason(county):
+    import io
+    import zipfile
+
+    ana = signed_in(county, "ana")
+
+    def zipped(name: str, data: bytes = b"x") -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(name, data)
+        return buf.getvalue()
+
+    up = lambda content: post(ana, "/workflow/uploads", files=[("files", ("b.zip", content, "application/zip"))])  # noqa: E731
+    r = up(zipped("../../evil.csv"))
+    assert r.status_code == 400 and "不安全" in r.json()["description"]
+    r = up(zipped("/etc/evil.csv"))
+    assert r.status_code == 400 and "不安全" in r.json()["description"]
+    small = create_app(Settings(data_dir=county.app.state.settings.data_dir, upload_max_mb=1),
+                       database_url=str(county.engine.url.render_as_string(hide_password=False)))
+    with TestClient(small) as c:
+        c.csrf = c.get("/auth/session").json()["csrf_token"]
+        c.csrf = post(c, "/auth/login", json={"username": "ana", "password": PASSWORD}).json()["csrf_token"]
+        r = post(c, "/workflow/uploads", files=[("files", ("b.zip", zipped("big.csv", b"0" * (3 << 20)), "application/zip"))])
+        assert r.status_code == 400 and "解压后超过 1 MB" in r.json()["description"]
+    damaged = zipped("a.csv", b"a,b\n" * 1000)
+    r = up(damaged[:30] + b"\0" * 10 + damaged[40:])
+    assert r.status_code in (200, 400) and r.status_code != 500
+    with county.engine.connect() as conn:  # nothing was written outside the upload directory
+        assert conn.execute(sa.text("SELECT count(*) FROM jobs WHERE params->>'path' LIKE '%evil%'")).scalar() == 0
+
+
+def test_two_uploads_confirmed_at_once_into_one_county(county, tmp_path):
+    """Two analysts confirm imports at the same moment through the web: the county's lock lets one
+    run; the other waits (its stage says so) and — with ``lock_wait_s`` = 1 s here — is refused with
+    a clear message, or runs after the first. Either way exactly one consistent import per bundle."""
+    import io
+    import zipfile
+
+    bundle = write_bundle(tmp_path / "b2")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for p in bundle.rglob("*"):
+            if p.is_file():
+                z.write(p, str(p.relative_to(bundle)))
+    ana = signed_in(county, "ana")
+    validated = [_wait(ana, post(ana, "/workflow/uploads",
+                                 files=[("files", ("b.zip", buf.getvalue(), "application/zip"))]).json()["id"])
+                 for _ in range(2)]
+    with county.engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM import_batches WHERE status = 'loaded'")).scalar()
+    from app.db import county_lock
+
+    # hold the county's import lock (an import "running") while both confirmations arrive
+    with county_lock(county.engine, "import", wait_s=5):
+        started = [post(ana, f"/workflow/jobs/{v['id']}/confirm", json={"partial": True}).json()["id"] for v in validated]
+        time.sleep(0.4)
+        waiting = [ana.get(f"/workflow/jobs/{j}").json() for j in started]
+    assert all("本县已有一个导入任务在进行" in (w["stage"] or "") or w["status"] == "refused" for w in waiting), waiting
+    done = [_wait(ana, j) for j in started]
+    # released: one of the waiting two takes the lock and imports; the other, still within its 1 s,
+    # runs after it (then changes nothing: the same bundle) or gives up with the message
+    for d in done:
+        assert d["status"] in ("done", "refused"), d
+        if d["status"] == "refused":
+            assert "本县已有一个导入任务在进行" in d["error"] and "未导入任何数据" in d["error"]
+    ok = sorted((d for d in done if d["status"] == "done"), key=lambda d: d["finished_at"])
+    changed = lambda j: sum(c.get("inserted", 0) + c.get("updated", 0) for k, c in j["result"]["counts"].items()  # noqa: E731
+                            if k != "rejects")
+    assert all(changed(d) == 0 for d in ok[1:])
+    with county.engine.connect() as conn:
+        after = conn.execute(sa.text("SELECT count(*) FROM import_batches WHERE status = 'loaded'")).scalar()
+    assert after == before + len(ok) >= before + 1  # a job refused at the lock left no batch at all

@@ -249,15 +249,14 @@ def _save_upload(files: list[UploadFile], root: Path, max_bytes: int) -> tuple[P
                     raise ApiError(400, "InvalidParameterValue", f"上传文件超过 {max_bytes >> 20} MB 上限")
                 out.write(chunk)
         if zipfile.is_zipfile(dest):
-            with zipfile.ZipFile(dest) as z:
-                for m in z.infolist():
-                    p = PurePosixPath(m.filename)
-                    if p.is_absolute() or ".." in p.parts:
-                        shutil.rmtree(target, ignore_errors=True)
-                        raise ApiError(400, "InvalidParameterValue", f"压缩包中的路径 {m.filename!r} 不安全")
-                z.extractall(target)
-            dest.unlink()
-            names.extend(sorted(m for m in z.namelist() if not m.endswith("/")))
+            try:
+                _unzip(dest, target, max_bytes, names)
+            except zipfile.BadZipFile as exc:
+                shutil.rmtree(target, ignore_errors=True)
+                raise ApiError(400, "InvalidParameterValue", f"压缩包 {name} 已损坏：{exc}") from None
+            except ApiError:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
         else:
             names.append(name)
     # A zip of the bundle's folder: the bundle is that one folder.
@@ -265,6 +264,25 @@ def _save_upload(files: list[UploadFile], root: Path, max_bytes: int) -> tuple[P
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0], names
     return target, names
+
+
+def _unzip(dest: Path, target: Path, max_bytes: int, names: list[str]) -> None:
+    """Unpack ``dest`` into ``target`` and delete it; members' names go to ``names``.
+
+    Raises :class:`ApiError` 400 for a member outside ``target`` (absolute, ``..``) or a zip that
+    unpacks past ``max_bytes`` (a zip bomb), and ``zipfile.BadZipFile`` for a damaged zip.
+    """
+    with zipfile.ZipFile(dest) as z:
+        members = z.infolist()
+        if sum(m.file_size for m in members) > max_bytes:
+            raise ApiError(400, "InvalidParameterValue", f"压缩包解压后超过 {max_bytes >> 20} MB 上限")
+        for m in members:
+            p = PurePosixPath(m.filename)
+            if p.is_absolute() or ".." in p.parts:
+                raise ApiError(400, "InvalidParameterValue", f"压缩包中的路径 {m.filename!r} 不安全")
+        z.extractall(target)
+        names.extend(sorted(m.filename for m in members if not m.is_dir()))
+    dest.unlink()
 
 
 @router.post("/workflow/uploads", tags=["workflow"], summary="Upload a bundle (zip or files); validation starts")
