@@ -234,9 +234,12 @@ def test_a_saved_group_shows_its_totals(county):
     assert g["count"] == len(d_t1) and g["area_mu"] == pytest.approx(len(d_t1) * AREA_MU, abs=0.01)
     assert g["grades"] == {"D": {"count": 4, "share": 1.0}}
     assert g["total_tax_wan"] == pytest.approx(len(d_t1) * 2.0 * AREA_MU, abs=0.01)  # 2 万元/亩 for D
+    # over the years (指标对比): the published 2023 and 2024 runs; (3, 4) was C in 2023
+    assert [(y["year"], y["grades"]) for y in g["by_year"]] == [(2023, {"C": 1, "D": 3}), (2024, {"D": 4})]
+    assert g["by_year"][1]["tax_per_mu"] == pytest.approx(2.0)
     # shared: the T1 officer sees it, without the tax figure
     g1 = off1.get(f"/workflow/groups/{r.json()['id']}", params={"year": 2024}).json()
-    assert g1["count"] == 4 and "total_tax_wan" not in g1
+    assert g1["count"] == 4 and "total_tax_wan" not in g1 and "tax_per_mu" not in str(g1["by_year"])
     # an enterprise group from codes: the officer's T2 codes are dropped (own township only)
     r = post(off1, "/workflow/groups", json={"name": "我的企业", "kind": "enterprises",
                                              "members": [uscc_of(0, 0), uscc_of(5, 0)]})

@@ -651,6 +651,41 @@ def _scoped_members(conn, kind: str, codes: list[str], who: Principal) -> list[s
     return sorted(c for (c,) in conn.execute(sa.text(sql), {"c": codes, **params}))
 
 
+def _group_years(conn, kind: str, members: list[str], who: Principal) -> list[dict]:
+    """The group over the years (指标对比): per published run, grade counts and, for roles that see
+    figures, the members' tax (万元) and 亩均税收 (万元/亩, tax over the rated land)."""
+    if kind == "parcels":
+        sql = """SELECT run.year, run.id AS run_id, r.grade, count(*) AS n, sum(m.tax_paid) AS tax,
+                        sum(p.area_mu) AS mu
+                 FROM evaluation_runs run JOIN parcel_ratings r ON r.run_id = run.id
+                 LEFT JOIN parcel_metrics m ON m.identity_code = r.identity_code AND m.year = run.year
+                 LEFT JOIN LATERAL (SELECT area_mu FROM parcels x WHERE x.identity_code = r.identity_code
+                                    ORDER BY x.valid_to DESC NULLS FIRST LIMIT 1) p ON TRUE
+                 WHERE run.status = 'published' AND r.identity_code = ANY(:m)
+                 GROUP BY run.year, run.id, r.grade ORDER BY run.year, r.grade"""
+    else:
+        sql = """SELECT run.year, run.id AS run_id, r.grade, count(*) AS n, sum(m.tax_paid) AS tax,
+                        sum(r.land_area_mu) AS mu
+                 FROM evaluation_runs run JOIN enterprise_ratings r ON r.run_id = run.id
+                 LEFT JOIN metrics m ON m.uscc = r.uscc AND m.year = run.year
+                 WHERE run.status = 'published' AND r.uscc = ANY(:m)
+                 GROUP BY run.year, run.id, r.grade ORDER BY run.year, r.grade"""
+    years: dict[int, dict] = {}
+    for row in conn.execute(sa.text(sql), {"m": members}):
+        y = years.setdefault(row.year, {"year": row.year, "run_id": row.run_id, "grades": {}, "_tax": 0.0, "_mu": 0.0})
+        y["grades"][row.grade or "未评"] = int(row.n)
+        y["_tax"] += float(row.tax or 0.0)
+        y["_mu"] += float(row.mu or 0.0)
+    out = []
+    for y in years.values():
+        tax, mu = y.pop("_tax"), y.pop("_mu")
+        if who.sees("total_tax_wan"):
+            y["total_tax_wan"] = round(tax, 2)
+            y["tax_per_mu"] = round(tax / mu, 2) if mu else None
+        out.append(y)
+    return out
+
+
 @router.post("/workflow/groups", tags=["workflow"], summary="Save a 宗地组 / 企业组 (from codes or a filter)")
 def groups_create(request: Request, body: NewGroup, who: Principal = Depends(principal)):
     who.require("viewer")
@@ -718,12 +753,14 @@ def group_get(request: Request, group_id: int = _id(), year: int | None = Query(
                                {"m": members, "y": ryear}).scalar()
             grades = conn.execute(sa.text("SELECT grade, count(*) FROM enterprise_ratings WHERE run_id = :r AND "
                                           "uscc = ANY(:m) GROUP BY grade"), {"r": rid, "m": members}).all()
+        by_year = _group_years(conn, g.kind, members, who)
     rated = sum(c for _g, c in grades)
     shares = {(gr or "未评"): {"count": c, "share": round(c / rated, 4) if rated else 0.0} for gr, c in sorted(
         grades, key=lambda x: x[0] or "Z")}
     body = {"id": g.id, "name": g.name, "kind": g.kind, "shared": g.shared, "created_by": g.created_by,
             "year": ryear, "run_id": run.id if run else None, "count": int(t.n or 0),
             "area_mu": round(float(t.area_mu or 0.0), 2), "grades": shares, "members": members[:1000]}
+    body["by_year"] = by_year
     if who.sees("total_tax_wan"):  # tax is a confidential figure (app/auth.py CONFIDENTIALITY: total_tax_wan)
         body["total_tax_wan"] = round(float(tax or 0.0), 2)
     return body

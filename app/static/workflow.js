@@ -169,7 +169,9 @@
     state.group = g;
     const grades = Object.entries(g.grades).map(([k, v]) => `${k}：${v.count}（${(100 * v.share).toFixed(1)}%）`).join('，') || '（无评价）';
     $('g-totals').innerHTML = `<h3>${esc(g.name)}（${g.year ?? ''} 年）</h3><p id="g-summary">成员 <b>${g.count}</b>，用地 <b>${g.area_mu.toFixed(2)}</b> 亩${
-      g.total_tax_wan !== undefined ? `，税收 <b>${g.total_tax_wan.toFixed(2)}</b> 万元` : ''}；等级：${grades}</p>`;
+      g.total_tax_wan !== undefined ? `，税收 <b>${g.total_tax_wan.toFixed(2)}</b> 万元` : ''}；等级：${grades}</p>
+      <h4>历年对比</h4>${table(g.by_year, [['year', '年度'], [(y) => esc(Object.entries(y.grades).map(([k, v]) => `${k} ${v}`).join('，')), '等级分布'],
+        ...(g.total_tax_wan !== undefined ? [['total_tax_wan', '税收（万元）'], ['tax_per_mu', '亩均税收（万元/亩）']] : [])])}`;
   }
   $('group-form').onsubmit = async (ev) => {
     ev.preventDefault();
