@@ -305,7 +305,7 @@ def _neighbours(prepared: list[dict], tol: float) -> dict:
 def _task_match(i: int, nb: dict[int, list[int]], scratch: str, tol: float, rule: str, *_deps) -> int:
     """地企对应 and 多企共地分割 for the land of county *i* (its land + halo in memory)."""
     root = Path(scratch)
-    idx = [i] + nb[i]
+    idx = sorted([i] + nb[i])  # the single process's county order: the same sums in the same order
     land = _load(root, "land", idx)
     own = _load(root, "land", [i])
     c = own["county"].iloc[0] if len(own) else None
@@ -323,7 +323,7 @@ def _task_match(i: int, nb: dict[int, list[int]], scratch: str, tol: float, rule
 def _task_rate(i: int, nb: dict[int, list[int]], scratch: str, out: str, year: int, scheme: str, *_deps) -> dict:
     """一企多地合并, apportioned figures and both ratings for county *i*; writes its outputs."""
     root = Path(scratch)
-    idx = [i] + nb[i]
+    idx = sorted([i] + nb[i])  # the single process's county order: the same sums in the same order
     own = _load(root, "land", [i])
     ents = _load(root, "enterprises", idx)
     # the single process's link order (identity_code, uscc): sums per enterprise in the same order
