@@ -46,7 +46,7 @@ def cached_file(data_dir: Path, version: int, key: str, suffix: str,
     Raises whatever ``build`` raises (the temporary file is removed).
     """
     d = exports_dir(data_dir)
-    name = f"v{int(version)}-{hashlib.blake2b(key.encode(), digest_size=12).hexdigest()}{suffix}"
+    name = _name(version, key, suffix)
     path = d / name
     if path.exists():
         return path
@@ -69,6 +69,38 @@ def cached_file(data_dir: Path, version: int, key: str, suffix: str,
                 _locks.pop(name, None)
     _prune(d, version)
     return path
+
+
+def _name(version: int, key: str, suffix: str) -> str:
+    return f"v{int(version)}-{hashlib.blake2b(key.encode(), digest_size=12).hexdigest()}{suffix}"
+
+
+def cached_path(data_dir: Path, version: int, key: str, suffix: str) -> Path | None:
+    """The file for ``key`` at data ``version`` if it is built, else None."""
+    path = exports_dir(data_dir) / _name(version, key, suffix)
+    return path if path.exists() else None
+
+
+def tee(data_dir: Path, version: int, key: str, suffix: str, chunks):
+    """Yield ``chunks`` (a streamed response) while writing them to the cache file for ``key``:
+    renamed into place only when the stream ends complete; a client leaving mid-body leaves no
+    file behind. The first request after a data change is thus as fast as streaming."""
+    d = exports_dir(data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    name = _name(version, key, suffix)
+    tmp = d / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    done = False
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                yield chunk
+        os.replace(tmp, d / name)
+        done = True
+    finally:
+        if not done:
+            tmp.unlink(missing_ok=True)
+    _prune(d, version)
 
 
 def _prune(d: Path, version: int) -> None:

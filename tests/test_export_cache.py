@@ -89,8 +89,9 @@ def test_cached_file_equals_streamed_export(server, features_db):  # noqa: F811
 def test_scope_classes_get_their_own_files(server, features_db):  # noqa: F811
     h = H(features_db, "west")
     own = db_scalar(features_db["url"], "SELECT count(*) FROM parcels WHERE township = :t", t=TOWNSHIPS[1])
+    first = httpx.get(f"{server}/collections/parcels/export.fgb", headers=h)  # streamed, keeps a copy
     scoped = httpx.get(f"{server}/collections/parcels/export.fgb", headers=h)
-    assert "content-length" in scoped.headers
+    assert "content-length" in scoped.headers and scoped.content == first.content
     df = pyogrio.read_dataframe(io.BytesIO(scoped.content))
     assert len(df) == own and set(df["township"]) == {TOWNSHIPS[1]} and "tax_per_mu" in df.columns
     public = pyogrio.read_dataframe(io.BytesIO(httpx.get(f"{server}/collections/parcels/export.fgb").content))
@@ -108,6 +109,10 @@ def test_data_version_invalidates(server, features_db, cache_dir):  # noqa: F811
     eng.dispose()
     after = httpx.get(url, headers={"If-None-Match": before.headers["etag"]})
     assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
+    # the first GET after the change was streamed (no wait for the file) and kept a copy
+    assert "content-length" not in after.headers
+    again = httpx.get(url)
+    assert int(again.headers["content-length"]) == len(after.content) and again.content == after.content
     now = {p.name for p in exports_dir(cache_dir).iterdir()}
     assert all(name.startswith(f"v{v}-") for name in now), now  # the older versions' files are gone
     assert not (now & files)

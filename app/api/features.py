@@ -930,13 +930,22 @@ def _whole_layer(request: Request) -> bool:
     return set(request.query_params.keys()) <= _WHOLE_LAYER_PARAMS
 
 
-def _export_file(request: Request, q: fsql.FeatureQuery, who: auth.Principal, version: int, fmt: str,
-                 build) -> Path:
-    """The pre-built whole-layer file (:mod:`app.cache`): one per database, data version, layer,
-    format, run shown and the caller's scope class (role, region, links published)."""
+def _export_key(request: Request, q: fsql.FeatureQuery, who: auth.Principal, fmt: str) -> str:
+    """What a pre-built whole-layer file depends on besides the data version (:mod:`app.cache`):
+    database, layer, format, run shown and the caller's scope class (role, region, links)."""
     db_id = _engine(request).url.render_as_string(hide_password=True)
-    key = f"{db_id}|{q.layer.id}|{fmt}|run={q.run_id}|{principal_scope(who)}"
-    return cache.cached_file(_settings(request).data_dir, version, key, f".{fmt}", build)
+    return f"{db_id}|{q.layer.id}|{fmt}|run={q.run_id}|{principal_scope(who)}"
+
+
+def _fgb_file(request: Request, q: fsql.FeatureQuery, who: auth.Principal, version: int) -> Path:
+    """The whole-layer FlatGeobuf file, built now (on its own connection) if it is not there."""
+    s = _settings(request)
+
+    def build(f):
+        with _engine(request).connect() as conn:
+            f.writelines(_fgb_chunks(conn, q, s, *_fgb_first(conn, q, s)))
+
+    return cache.cached_file(s.data_dir, version, _export_key(request, q, who, "fgb"), ".fgb", build)
 
 
 def _file_response(path: Path, media_type: str, headers: dict) -> FileResponse:
@@ -959,7 +968,9 @@ def export_fgb(request: Request, collection_id: str):
 
     The whole layer (no filter) comes from a file built once per data version (:mod:`app.cache`):
     ``HEAD``, ``Content-Length`` and ``Range`` work, so GDAL ``/vsicurl/`` and QGIS open the plain
-    URL. A filtered export is streamed (no length)."""
+    URL. The first GET after a data change is streamed while the file is written (no wait); a
+    ``HEAD`` or ``Range`` request before the file exists builds it first. A filtered export is
+    streamed (no length)."""
     who = _who(request)
     layer = _layer(collection_id, who)
     s = _settings(request)
@@ -973,13 +984,16 @@ def export_fgb(request: Request, collection_id: str):
         q = _query(request, conn, version, layer, who, allowed=EXPORT_PARAMS, sortable=False)
         headers = _common_headers(q, eheaders)
         headers["Content-Disposition"] = f'attachment; filename="{layer.id}.fgb"'
-        if _whole_layer(request):
-            try:
-                path = _export_file(request, q, who, version, "fgb",
-                                    lambda f: f.writelines(_fgb_chunks(conn, q, s, *_fgb_first(conn, q, s))))
-            finally:
+        whole = _whole_layer(request)
+        if whole:
+            key = _export_key(request, q, who, "fgb")
+            path = cache.cached_path(s.data_dir, version, key, ".fgb")
+            if path is None and (request.method == "HEAD" or "range" in request.headers):
+                conn.close()  # GDAL asks for the length or a range first: build the file now
+                path = _fgb_file(request, q, who, version)
+            if path is not None:
                 conn.close()
-            return _file_response(path, FLATGEOBUF, headers)
+                return _file_response(path, FLATGEOBUF, headers)
         row, empty = _fgb_first(conn, q, s)
     except BaseException:
         conn.close()
@@ -987,7 +1001,9 @@ def export_fgb(request: Request, collection_id: str):
 
     def body():
         try:
-            yield from _fgb_chunks(conn, q, s, row, empty)
+            chunks = _fgb_chunks(conn, q, s, row, empty)
+            # the first whole-layer GET after a data change streams and keeps a copy for the next
+            yield from (cache.tee(s.data_dir, version, key, ".fgb", chunks) if whole else chunks)
         finally:
             conn.close()
 
@@ -1016,9 +1032,9 @@ def export_gpkg(request: Request, collection_id: str):
         if r304:
             return r304
         q = _query(request, conn, version, layer, who, allowed=EXPORT_PARAMS, sortable=False)
-        fgb = _export_file(request, q, who, version, "fgb",
-                           lambda f: f.writelines(_fgb_chunks(conn, q, s, *_fgb_first(conn, q, s))))
-    path = _export_file(request, q, who, version, "gpkg", lambda f: _fgb_to_gpkg(fgb, f, layer.id))
+    fgb = _fgb_file(request, q, who, version)
+    path = cache.cached_file(s.data_dir, version, _export_key(request, q, who, "gpkg"), ".gpkg",
+                             lambda f: _fgb_to_gpkg(fgb, f, layer.id))
     headers = _common_headers(q, eheaders)
     headers["Content-Disposition"] = f'attachment; filename="{layer.id}.gpkg"'
     return _file_response(path, GPKG, headers)
