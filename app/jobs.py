@@ -13,6 +13,8 @@ sees it after a reload.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -130,6 +132,7 @@ def create(engine: sa.Engine, kind: str, params: dict, created_by: str) -> int:
     """Record a queued job; returns its id."""
     if kind not in KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
+    params = {**params, "_pid": os.getpid(), "_host": socket.gethostname()}  # who runs it (see get())
     with engine.begin() as conn:
         return conn.execute(jobs.insert().values(kind=kind, params=params, created_by=created_by, status="queued",
                                                  stage="排队中").returning(jobs.c.id)).scalar_one()
@@ -177,9 +180,28 @@ def submit(engine: sa.Engine, kind: str, params: dict, created_by: str, *, setti
 
 
 def get(engine: sa.Engine, job_id: int) -> dict | None:
+    """A job as the page shows it. A queued or running job whose process (on this host) is gone —
+    the server was restarted — is marked failed here, so no page waits for it for ever (its
+    import lock went with the process: PostgreSQL drops a dead session's advisory locks)."""
     with engine.connect() as conn:
         row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+    if row is not None and row.status in ("queued", "running") and _orphaned(row.params):
+        _finish(engine, job_id, "failed", stage="失败", error="任务所在的服务进程已退出（服务重启？），任务未完成，请重新提交")
+        return get(engine, job_id)
     return _public(row) if row else None
+
+
+def _orphaned(params: dict) -> bool:
+    pid, host = params.get("_pid"), params.get("_host")
+    if not pid or host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def recent(engine: sa.Engine, limit: int = 20) -> list[dict]:

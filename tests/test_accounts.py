@@ -447,3 +447,20 @@ def test_two_uploads_confirmed_at_once_into_one_county(county, tmp_path):
     with county.engine.connect() as conn:
         after = conn.execute(sa.text("SELECT count(*) FROM import_batches WHERE status = 'loaded'")).scalar()
     assert after == before + len(ok) >= before + 1  # a job refused at the lock left no batch at all
+
+
+def test_a_job_whose_process_died_is_shown_failed_not_running_for_ever(engine):
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    job = jobs.create(engine, "import", {"path": "/nowhere"}, "t")
+    alive = jobs.create(engine, "import", {"path": "/nowhere"}, "t")
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET status = 'running', params = jsonb_set(params, '{_pid}', to_jsonb(CAST(:p AS int))) "
+                             "WHERE id = :i"), {"p": dead.pid, "i": job})
+        conn.execute(sa.text("UPDATE jobs SET status = 'running' WHERE id = :i"), {"i": alive})
+    j = jobs.get(engine, job)
+    assert j["status"] == "failed" and "服务重启" in j["error"]
+    assert jobs.get(engine, alive)["status"] == "running"  # this process: still running
