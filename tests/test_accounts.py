@@ -464,3 +464,20 @@ def test_a_job_whose_process_died_is_shown_failed_not_running_for_ever(engine):
     j = jobs.get(engine, job)
     assert j["status"] == "failed" and "服务重启" in j["error"]
     assert jobs.get(engine, alive)["status"] == "running"  # this process: still running
+
+
+def test_the_map_print_post_works_for_a_signed_in_user_with_the_token_only(county):
+    """POST /print/map.pdf (the web map's PDF) with a session: refused without the CSRF token,
+    accepted with it (mapexport.js sends it)."""
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress((b"\x00" + b"\xff\x00\x00" * 8) * 8)) + chunk(b"IEND", b""))
+    view = signed_in(county, "view")
+    url = "/print/map.pdf?paper=A4&title=t"
+    assert view.post(url, content=png, headers={"Content-Type": "image/png"}).status_code == 403
+    r = view.post(url, content=png, headers={"Content-Type": "image/png", "X-CSRF-Token": view.csrf})
+    assert r.status_code != 403 and r.status_code < 500, r.text[:300]

@@ -220,6 +220,10 @@ export async function printPdf() {
   const headers = { 'Content-Type': 'image/png' };
   const key = apiKey();
   if (key) headers['X-API-Key'] = key;
+  else {  // a signed-in session (app/accounts.py): every POST with its cookie carries the CSRF token
+    const s = await fetch('/auth/session', { credentials: 'same-origin' }).then((r) => r.json()).catch(() => ({}));
+    if (s.csrf_token) headers['X-CSRF-Token'] = s.csrf_token;
+  }
   const res = await fetch(apiUrl('/print/map.pdf', { paper: layout.paper, title: layout.title }), { method: 'POST', headers, body: blob });
   if (!res.ok) { $('print-message').textContent = `PDF 生成失败：HTTP ${res.status}`; return null; }
   save(await res.blob(), `${layout.year}年地图_${layout.paper}.pdf`);
