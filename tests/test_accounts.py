@@ -481,3 +481,21 @@ def test_the_map_print_post_works_for_a_signed_in_user_with_the_token_only(count
     assert view.post(url, content=png, headers={"Content-Type": "image/png"}).status_code == 403
     r = view.post(url, content=png, headers={"Content-Type": "image/png", "X-CSRF-Token": view.csrf})
     assert r.status_code != 403 and r.status_code < 500, r.text[:300]
+
+
+def test_attachments_of_proposals_and_appeals_stay_in_their_township(county):
+    off1, ana = signed_in(county, "off1"), signed_in(county, "ana")
+    pid = post(off1, "/workflow/corrections", json={"uscc": uscc_of(1, 2), "parcel_code": parcel_code(1, 2),
+                                                     "action": "remove", "reason": "企业已搬离"}).json()["id"]
+    r = post(off1, f"/workflow/corrections/{pid}/attachments", files={"file": ("现场照片.jpg", b"\xff\xd8jpeg", "image/jpeg")})
+    assert r.status_code == 200 and r.json()["attachments"] == ["现场照片.jpg"]
+    listed = next(p for p in ana.get("/workflow/corrections").json()["proposals"] if p["id"] == pid)
+    assert listed["attachments"] == ["现场照片.jpg"]
+    got = ana.get(f"/workflow/corrections/{pid}/attachments/现场照片.jpg")
+    assert got.status_code == 200 and got.content == b"\xff\xd8jpeg"
+    # a T2-limited analyst neither sees nor downloads it; a name outside the directory is no file
+    t2 = TestClient(county.app)
+    assert t2.get(f"/workflow/corrections/{pid}/attachments/现场照片.jpg", headers=county.headers("analyst_t2")).status_code == 404
+    assert ana.get(f"/workflow/corrections/{pid}/attachments/..%2F..%2Fsession_secret").status_code == 404
+    with county.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT actor FROM audit_log WHERE action = 'correction.attachment'")).scalar() == "off1"

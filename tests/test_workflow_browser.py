@@ -126,11 +126,13 @@ def test_the_yearly_cycle_in_the_browser(db_url, sample_zip, tmp_path, artifacts
         r = _node(base, artifacts, phase="officer", user="off", password=PASSWORD, appeal_run=draft,
                   appeal_uscc=pick.uscc, uscc=pick.uscc, parcel="-", old_parcel="-", other_parcel="-")
         assert "已登记申诉" in r["appeal_message"]
+        assert r["appeal_attachment_link"] and r["appeal_attachment_link"].endswith("/attachments/%E5%AE%8C%E7%A8%8E%E8%AF%81%E6%98%8E.pdf")
         r = _node(base, artifacts, phase="appeal", user="ana", password=PASSWORD, year=YEAR, township=pick.township)
         assert [s[4] for s in r["appeal_states"]] == ["审核中", "已采纳"] and r["appeal_states"][1][5]
         steps = [tuple(x) for x in q("SELECT actor, action FROM audit_log WHERE entity_id = :u AND action LIKE 'appeal.%' "
                                      "ORDER BY id", u=pick.uscc)]
-        assert steps == [("off", "appeal.submitted"), ("ana", "appeal.under_review"), ("ana", "appeal.accepted")]
+        assert steps == [("off", "appeal.submitted"), ("off", "appeal.attachment"), ("ana", "appeal.under_review"),
+                         ("ana", "appeal.accepted")]
         assert f"{draft}:published" in r["published_runs"] and f"{first}:superseded" in r["published_runs"]
 
         # -- the saved group's totals are the database's

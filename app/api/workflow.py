@@ -477,7 +477,8 @@ def corrections_list(request: Request, who: Principal = Depends(principal)):
     with _engine(request).connect() as conn:
         rows = conn.execute(sa.text(f"SELECT * FROM correction_proposals WHERE {region} ORDER BY id DESC LIMIT 500"),
                             params).all()
-    return {"proposals": _iso([dict(r._mapping) for r in rows])}
+    return {"proposals": _iso([dict(r._mapping) | {"attachments": attachments_of(request, "corrections", r.id)}
+                               for r in rows])}
 
 
 @router.post("/workflow/corrections", tags=["workflow"],
@@ -556,6 +557,7 @@ def appeals_list(request: Request, who: Principal = Depends(principal)):
             sa.text(f"SELECT * FROM appeals WHERE {region} ORDER BY id DESC LIMIT 500"), params)]
     for r in rows:
         r["status_zh"] = APPEAL_ZH[r["status"]]
+        r["attachments"] = attachments_of(request, "appeals", r["id"])
         if not who.sees_drafts:
             r.pop("grade", None)
     return {"appeals": _iso(rows)}
@@ -600,6 +602,62 @@ def appeals_state(request: Request, body: AppealState, appeal_id: int = _id(), w
             status=body.status, answer=body.answer if body.answer is not None else a.answer, updated_at=sa.func.now()))
         _audit_both(conn, who, f"appeal.{body.status}", [a.uscc], {"appeal": appeal_id, "answer": body.answer})
     return {"id": appeal_id, "status": body.status, "status_zh": APPEAL_ZH[body.status]}
+
+
+# -- attachments (of 纠偏 proposals and appeals) -------------------------------------------------
+_ATTACHABLE = {"corrections": "correction_proposals", "appeals": "appeals"}
+MAX_ATTACHMENT_MB = 20
+
+
+def _attachment_dir(request: Request, kind: str, item_id: int) -> Path:
+    return Path(request.app.state.settings.data_dir) / "attachments" / kind / str(item_id)
+
+
+def _visible_item(request: Request, kind: str, item_id: int, who: Principal):
+    """The proposal or appeal if the caller may see it (its township), else 404."""
+    _need_proposer(who)
+    region, params = who.region_clause("township")
+    with _engine(request).connect() as conn:
+        row = conn.execute(sa.text(f"SELECT id, uscc FROM {_ATTACHABLE[kind]} WHERE id = :i AND {region}"),
+                           {"i": item_id, **params}).first()
+    if row is None:
+        raise ApiError(404, "NotFound", f"没有编号为 {item_id} 的{'纠偏申请' if kind == 'corrections' else '申诉'}")
+    return row
+
+
+def attachments_of(request: Request, kind: str, item_id: int) -> list[str]:
+    d = _attachment_dir(request, kind, item_id)
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+@router.post("/workflow/{kind}/{item_id}/attachments", tags=["workflow"],
+             summary="Attach a file (photo, contract, certificate) to a 纠偏 proposal or an appeal")
+def attachment_add(request: Request, kind: Literal["corrections", "appeals"], item_id: int = _id(),
+                   file: UploadFile = File(..., description="at most 20 MB"), who: Principal = Depends(principal)):
+    row = _visible_item(request, kind, item_id, who)
+    name = _SAFE_NAME.sub("_", Path(file.filename or "file").name).strip("._") or "file"
+    d = _attachment_dir(request, kind, item_id)
+    d.mkdir(parents=True, exist_ok=True)
+    data = file.file.read((MAX_ATTACHMENT_MB << 20) + 1)
+    if len(data) > MAX_ATTACHMENT_MB << 20:
+        raise ApiError(400, "InvalidParameterValue", f"附件超过 {MAX_ATTACHMENT_MB} MB 上限")
+    (d / name).write_bytes(data)
+    with _engine(request).begin() as conn:
+        _audit_both(conn, who, f"{'correction' if kind == 'corrections' else 'appeal'}.attachment", [row.uscc],
+                    {"id": item_id, "file": name, "bytes": len(data)})
+    return {"id": item_id, "attachments": attachments_of(request, kind, item_id)}
+
+
+@router.get("/workflow/{kind}/{item_id}/attachments/{name}", tags=["workflow"],
+            summary="Download an attachment of a 纠偏 proposal or an appeal",
+            responses={200: {"content": {"application/octet-stream": {}}}})
+def attachment_get(request: Request, kind: Literal["corrections", "appeals"], name: str = PathParam(..., max_length=255),
+                   item_id: int = _id(), who: Principal = Depends(principal)):
+    _visible_item(request, kind, item_id, who)
+    if name not in attachments_of(request, kind, item_id):
+        raise ApiError(404, "NotFound", f"没有附件 {name}")
+    return FileResponse(_attachment_dir(request, kind, item_id) / name, media_type="application/octet-stream",
+                        filename=name)
 
 
 # -- saved selections ----------------------------------------------------------------------------

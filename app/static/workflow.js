@@ -106,6 +106,16 @@
   }
   loadRuns();
 
+  // attachments (photos, contracts) of a proposal or an appeal
+  const attach = async (kind, id, input) => {
+    if (!input.files.length) return;
+    const fd = new FormData();
+    fd.append('file', input.files[0], input.files[0].name);
+    await mj.post(`/workflow/${kind}/${id}/attachments`, fd);
+    input.value = '';
+  };
+  const files = (kind) => (r) => (r.attachments || []).map((n) => `<a href="/workflow/${kind}/${r.id}/attachments/${encodeURIComponent(n)}">${esc(n)}</a>`).join(' ');
+
   // -- 纠偏 ---------------------------------------------------------------------------------
   if (params.get('parcel')) $('c-parcel').value = params.get('parcel');
   if (params.get('uscc')) { $('c-uscc').value = params.get('uscc'); $('a-uscc').value = params.get('uscc'); }
@@ -115,7 +125,7 @@
     const st = { proposed: '待审核', accepted: '已采纳', rejected: '未采纳' };
     $('c-list').innerHTML = table(proposals, [['id', '编号'], ['uscc', '企业'], ['parcel_code', '宗地'], ['township', '镇街'],
       [(r) => (r.action === 'add' ? '在此宗地上' : '不在此宗地上'), '意见'], ['share', '份额'], ['reason', '理由'], ['proposed_by', '提出人'],
-      [(r) => st[r.status], '状态'], ['answer', '答复'],
+      [(r) => st[r.status], '状态'], ['answer', '答复'], [files('corrections'), '附件'],
       [(r) => (r.status === 'proposed' && analyst ? `<button class="c-accept" data-id="${r.id}">采纳</button><button class="c-reject" data-id="${r.id}">不采纳</button>` : ''), '']]);
     document.querySelectorAll('.c-accept,.c-reject').forEach((b) => {
       b.onclick = async () => {
@@ -128,7 +138,7 @@
     ev.preventDefault();
     const body = { uscc: $('c-uscc').value.trim(), parcel_code: $('c-parcel').value.trim(), action: $('c-action').value, reason: $('c-reason').value };
     if ($('c-share').value) body.share = Number($('c-share').value);
-    try { const r = await mj.post('/workflow/corrections', body); $('c-message').textContent = `已提交纠偏申请 #${r.id}`; $('c-message').className = 'ok'; loadCorrections(); }
+    try { const r = await mj.post('/workflow/corrections', body); await attach('corrections', r.id, $('c-file')); $('c-message').textContent = `已提交纠偏申请 #${r.id}`; $('c-message').className = 'ok'; loadCorrections(); }
     catch (e) { $('c-message').textContent = e.message; $('c-message').className = 'message'; }
   };
   loadCorrections();
@@ -138,7 +148,7 @@
   async function loadAppeals() {
     if (!me.may_propose) return;
     const { appeals } = await mj.get('/workflow/appeals');
-    $('a-list').innerHTML = table(appeals, [['id', '编号'], ['run_id', '评价'], ['uscc', '企业'], ['reason', '理由'], ['status_zh', '状态'], ['answer', '答复'],
+    $('a-list').innerHTML = table(appeals, [['id', '编号'], ['run_id', '评价'], ['uscc', '企业'], ['reason', '理由'], ['status_zh', '状态'], ['answer', '答复'], [files('appeals'), '附件'],
       [(r) => (analyst ? (NEXT[r.status] || []).map(([s, t]) => `<button class="a-state" data-id="${r.id}" data-s="${s}">${t}</button>`).join('') : ''), '']]);
     document.querySelectorAll('.a-state').forEach((b) => {
       b.onclick = async () => {
@@ -152,6 +162,7 @@
   $('appeal-form').onsubmit = async (ev) => {
     ev.preventDefault();
     try { const r = await mj.post('/workflow/appeals', { run_id: Number($('a-run').value), uscc: $('a-uscc').value.trim(), reason: $('a-reason').value });
+      await attach('appeals', r.id, $('a-file'));
       $('a-message').textContent = `已登记申诉 #${r.id}`; $('a-message').className = 'ok'; loadAppeals(); }
     catch (e) { $('a-message').textContent = e.message; $('a-message').className = 'message'; }
   };

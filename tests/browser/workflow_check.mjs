@@ -133,9 +133,12 @@ try {
       await page.fill('#a-run', args.appeal_run);
       await page.fill('#a-uscc', args.appeal_uscc);
       await page.fill('#a-reason', '企业称 2024 年税收有一笔未计入');
+      await page.setInputFiles('#a-file', { name: '完税证明.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4 test') });
       await page.click('#a-submit');
       await page.waitForFunction(() => document.getElementById('a-message').textContent.length > 0);
       report.appeal_message = await text(page, '#a-message');
+      await page.waitForFunction(() => /完税证明/.test(document.getElementById('a-list').textContent), null, { timeout: 10000 }).catch(() => {});
+      report.appeal_attachment_link = await page.$eval('#a-list tbody tr a', (a) => a.getAttribute('href')).catch(() => null);
     }
   } else if (args.phase === 'decide') {
     const page = await signIn(context, args.user, args.password);
