@@ -121,16 +121,9 @@ def cache_bytes(data_dir: Path) -> int:
 
 # --------------------------------------------------------------------------- vector tiles
 
-#: Rendered tiles, one row per (layer, caller scope class, run/year asked, z, x, y) with the data
-#: version it was rendered at: served only while that version is current. UNLOGGED (a cache:
-#: emptied after a crash). Created on first use, so a database of any migration level has it.
-TILE_TABLE_DDL = """
-CREATE UNLOGGED TABLE IF NOT EXISTS tile_cache (
-    layer text NOT NULL, scope text NOT NULL, query text NOT NULL,
-    z smallint NOT NULL, x integer NOT NULL, y integer NOT NULL,
-    data_version bigint NOT NULL, run_id bigint, mvt bytea,
-    PRIMARY KEY (layer, scope, query, z, x, y))"""
-
+#: Rendered tiles live in ``tile_cache`` (migration 0005, UNLOGGED: emptied after a crash), one row
+#: per (layer, caller scope class, run/year asked, z, x, y) with the data version it was rendered
+#: at: served only while that version is current.
 _TILE_READ = """
 SELECT coalesce((SELECT version FROM data_version WHERE id = 1), 0) AS dv,
        c.data_version, c.run_id, c.mvt
@@ -155,17 +148,17 @@ def _db_key(conn: sa.Connection) -> str:
 
 
 def ensure_tile_table(conn: sa.Connection) -> bool:
-    """Create ``tile_cache`` once per database (concurrent creators: the loser ignores it).
-    Returns whether the cache is usable; call on an AUTOCOMMIT connection (a failure then leaves
-    no aborted transaction behind)."""
+    """Whether ``tile_cache`` can be used on this database (checked once): it exists and this role
+    may write it — not so on a read-only replica, where tiles are rendered per request."""
     key = _db_key(conn)
     if key not in _tile_tables:
         try:
-            conn.execute(sa.text(TILE_TABLE_DDL))
-            _tile_tables[key] = True
-        except sa.exc.IntegrityError:  # another worker created it at the same moment
-            _tile_tables[key] = True
-        except sa.exc.DBAPIError:  # no CREATE right, read-only: serve without the cache
+            _tile_tables[key] = bool(conn.execute(sa.text(
+                "SELECT to_regclass('tile_cache') IS NOT NULL AND NOT pg_is_in_recovery() "
+                "AND has_table_privilege('tile_cache', 'INSERT')")).scalar())
+        except sa.exc.DBAPIError:
+            if conn.in_transaction():
+                conn.rollback()
             _tile_tables[key] = False
     return _tile_tables[key]
 

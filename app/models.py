@@ -400,3 +400,17 @@ saved_groups = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.CheckConstraint("kind IN ('parcels', 'enterprises')", name="saved_groups_kind"),
 )
+
+tile_cache = sa.Table(
+    "tile_cache", metadata,
+    sa.Column("layer", sa.Text, primary_key=True),
+    sa.Column("scope", sa.Text, primary_key=True),  # the caller's visibility class
+    sa.Column("query", sa.Text, primary_key=True),  # year/run asked
+    sa.Column("z", sa.SmallInteger, primary_key=True),
+    sa.Column("x", sa.Integer, primary_key=True),
+    sa.Column("y", sa.Integer, primary_key=True),
+    sa.Column("data_version", sa.BigInteger, nullable=False),  # served only while current
+    sa.Column("run_id", sa.BigInteger),
+    sa.Column("mvt", sa.LargeBinary),
+    prefixes=["UNLOGGED"],
+)

@@ -561,12 +561,9 @@ def test_tiles_rendered_once_identical_and_invalidated_by_data_version(client, c
 def test_tiles_without_a_writable_cache_are_still_served(county):
     """A database role that may only read (a read-only replica, no INSERT on tile_cache): tiles are
     rendered on every request, the same bytes — never a 500."""
-    from app import cache as tile_cache
-
     eng = sa.create_engine(county.url)
     role = f"tiles_ro_{uuid.uuid4().hex[:6]}"
     with eng.begin() as conn:
-        conn.execute(sa.text(tile_cache.TILE_TABLE_DDL))
         conn.execute(sa.text(f"CREATE ROLE {role} LOGIN PASSWORD 'ro'"))
         conn.execute(sa.text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
         conn.execute(sa.text(f"REVOKE CREATE ON SCHEMA public FROM {role}"))
