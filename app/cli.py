@@ -206,26 +206,30 @@ def import_(bundle: Path = typer.Argument(..., exists=True, help="bundle directo
         raise typer.Exit(3)
 
 
+_TABLE_ZH = {"enterprises": "企业", "parcels": "宗地", "buildings": "建筑", "metrics": "年度指标",
+             "leases": "租赁", "corrections": "纠偏"}
+
+
 def _print_import(report) -> None:
     from rich.table import Table
 
-    table = Table(title=f"import batch {report.batch_id}")
-    for col in ("table", "inserted", "updated", "unchanged"):
-        table.add_column(col, justify="left" if col == "table" else "right")
+    table = Table(title=f"导入批次 {report.batch_id}")
+    for col in ("表", "新增", "更新", "未变"):
+        table.add_column(col, justify="left" if col == "表" else "right")
     for name, c in report.counts.items():
         if name != "rejects":
-            table.add_row(name, str(c["inserted"]), str(c["updated"]), str(c["unchanged"]))
+            table.add_row(_TABLE_ZH.get(name, name), str(c["inserted"]), str(c["updated"]), str(c["unchanged"]))
     Console().print(table)
     if report.land and not report.land.get("replayed"):
         d = report.land
         print(f"{d['year']} 年土地交付（{'全量' if d['mode'] == 'complete' else '增量'}）：未变 {d['kept']}，"
               f"变更 {d['changed']}，新增 {d['new']}，分割 {d['split']}，合并 {d['merged']}，换码 {d['recoded']}，"
               f"注销 {d['retired']} 宗")
-    print(f"rejected rows: {report.errors}; warnings: {report.warnings}; report: {report.report_path}")
+    print(f"拒收行 {report.errors}，警告 {report.warnings}；报告：{report.report_path}")
     if report.errors:
         worst = report.rejects[report.rejects["severity"] == "error"].head(10)
         for r in worst.itertuples():
-            print(f"  {r.file} row {r.row} [{r.field}]: {r.reason}")
+            print(f"  {r.file} 第 {r.row} 行 [{r.field}]：{r.reason}")
 
 
 @cli.command()

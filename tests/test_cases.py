@@ -150,7 +150,7 @@ def test_zero_area_parcel_changes_nobody_elses_grade(ring, db_url, second_db_url
         (bundle / "parcels.geojson").write_text(json.dumps(gj, ensure_ascii=False), "utf-8")
     imported = _run(db_url, bundle, tmp_path / "a", year=2024, import_codes=(0, 3))
     if imported.returncode == 3:  # rejected at import (spatial.validate): it must say which and why
-        assert "parcels.geojson row 6 [geometry]" in imported.stdout
+        assert "parcels.geojson 第 6 行 [geometry]" in imported.stdout
     got = _ratings(db_url)
     # the same bundle without the degenerate parcel
     clean = _bundle("zero-area-parcel", tmp_path, "clean")

@@ -68,7 +68,7 @@ def test_import_match_evaluate_explain_export(db_url, tmp_path):
     bundle = write_bundle(tmp_path / "bundle")
     imported = _mujun(db_url, "import", str(bundle), data_dir=tmp_path)
     assert imported.returncode == 0, imported.stdout + imported.stderr
-    assert "rejected rows: 0" in imported.stdout
+    assert "拒收行 0" in imported.stdout
     matched = _mujun(db_url, "match", data_dir=tmp_path)
     assert matched.returncode == 0, matched.stderr
     assert "links:" in matched.stdout

@@ -364,7 +364,7 @@ def test_import_never_crashes_and_refusal_changes_nothing(db_url, monkeypatch, c
             assert "nothing was imported" in out.lower(), out
             assert table_state(engine) == before, "a refused import changed the database"
         else:
-            assert "rejected rows:" in out, out
+            assert "拒收行" in out, out
             assert _sane(engine) == []
     finally:
         engine.dispose()
@@ -376,7 +376,7 @@ def test_base_bundle_loads_clean(db_url, tmp_path, monkeypatch):
     d = base_bundle(tmp_path / "bundle")
     code, out = mujun_import(db_url, d, tmp_path, monkeypatch)
     assert code == LOADED, out
-    assert "rejected rows: 0" in out
+    assert "拒收行 0" in out
     for role in ("enterprises", "metrics", "leases", "corrections"):
         name = next(n for n, r in CSV_FILES.items() if r == role)
         header = pd.read_csv(d / name, encoding="utf-8-sig", nrows=0).columns

@@ -156,7 +156,7 @@ def test_case_zero_area_parcel_rejected_at_import(db_url, engine, tmp_path, monk
     hit = r[(r["file"] == "parcels.geojson") & (r["row"] == 6) & (r["field"] == "geometry")]
     assert len(hit) == 1 and hit["severity"].iloc[0] == "error"
     assert hit["reason"].iloc[0].startswith(f"面积为零或过小，小于 {MIN_AREA_M2:g} m²")
-    assert "parcels.geojson row 6 [geometry]: 面积为零或过小" in out
+    assert "parcels.geojson 第 6 行 [geometry]：面积为零或过小" in out
 
 
 # ------------------------------------------------------------------ item 6: every kind, on PostGIS
