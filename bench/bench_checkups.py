@@ -73,6 +73,10 @@ def main() -> None:
     print(text)
     if a.no_write:
         return
+    # (built apart: Python 3.11 allows no nested f-string with the same quotes)
+    sample_note = "" if n == rated else (
+        f"\nA sample, not all {rated:,}: at ~{per.mean():.1f} s a page the whole county is about "
+        f"{rated * per.mean() / 60:.0f} minutes on this\nmachine (extrapolated, not measured).\n")
     replace_section(f"""## 体检表 PDFs: one A4 page per enterprise
 
 `bench/bench_checkups.py --year {a.year}{f' --limit {a.limit}' if a.limit else ''}` — the sample county (seed 42, 2,000 parcels,
@@ -87,10 +91,7 @@ process, sequential, on the 2-core machine shared with other work.
 Each page is built from about ten small queries (group and township means and band scores are
 cached per run); most of the time is WeasyPrint's layout of the page with its CJK font. Pages are
 independent: `--township` splits the batch, and several processes would scale with cores.
-{"" if n == rated else f"""
-A sample, not all {rated:,}: at ~{per.mean():.0f} s a page the whole county is about {rated * per.mean() / 60:.0f} minutes on this
-machine (extrapolated, not measured).
-"""}""")
+{sample_note}""")
 
 
 if __name__ == "__main__":
