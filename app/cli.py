@@ -211,6 +211,7 @@ _TABLE_ZH = {"enterprises": "企业", "parcels": "宗地", "buildings": "建筑"
 
 
 def _print_import(report) -> None:
+    import pandas as pd
     from rich.table import Table
 
     table = Table(title=f"导入批次 {report.batch_id}")
@@ -226,10 +227,12 @@ def _print_import(report) -> None:
               f"变更 {d['changed']}，新增 {d['new']}，分割 {d['split']}，合并 {d['merged']}，换码 {d['recoded']}，"
               f"注销 {d['retired']} 宗")
     print(f"拒收行 {report.errors}，警告 {report.warnings}；报告：{report.report_path}")
-    if report.errors:
-        worst = report.rejects[report.rejects["severity"] == "error"].head(10)
-        for r in worst.itertuples():
-            print(f"  {r.file} 第 {r.row} 行 [{r.field}]：{r.reason}")
+    # the first rejects, then the first warnings (a wrong .cpg, a 登记面积 mismatch …): the rest is in the report
+    for severity, label in (("error", "拒收"), ("warning", "警告")):
+        if len(report.rejects):
+            for r in report.rejects[report.rejects["severity"] == severity].head(10).itertuples():
+                where = f" 第 {r.row} 行" if pd.notna(r.row) and r.row > 0 else ""  # 0: the whole file
+                print(f"  {label} {r.file}{where} [{r.field}]：{r.reason}")
 
 
 @cli.command()

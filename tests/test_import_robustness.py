@@ -98,6 +98,7 @@ def test_case_cpg_says_utf8_data_is_gbk(db_url, engine, tmp_path, monkeypatch):
     assert list(r[["file", "row", "field", "severity"]].itertuples(index=False, name=None)) == [
         ("parcels.shp", 0, "parcels.cpg", "warning")]
     assert "parcels.cpg 声明编码为 UTF-8，但文字实际是 GBK" in r["reason"][0]
+    assert "警告 parcels.shp [parcels.cpg]：parcels.cpg 声明编码为 UTF-8" in out  # the user sees it, not only the report
 
 
 def _utf8_parcels_with(tmp_path: Path, cpg: str | None, ldid: int | None) -> Path:
