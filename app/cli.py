@@ -244,11 +244,20 @@ def match(rule: str = typer.Option("equal", help="split rule when no lease or bu
     with _progress_bar() as bar:
         task = bar.add_task("matching", total=None)
         report = run_matching(db.engine(), rule=rule, progress=lambda step: bar.update(task, description=step))
-    print(f"links: {report.links}; sub-lots: {report.sublots}; enterprises with land: "
-          f"{report.enterprises_with_land}; parcel-year metric rows: {report.parcel_metric_rows}")
-    print("data quality: " + ", ".join(f"{k} {v}" for k, v in report.quality.items())
-          + f" (details: {report.report_path})")
-    print("seconds: " + ", ".join(f"{k} {v}" for k, v in report.seconds.items()))
+    print(f"地企对应 {report.links} 条；分割子宗地 {report.sublots} 块；有地企业 {report.enterprises_with_land} 家；"
+          f"宗地年度指标 {report.parcel_metric_rows} 行")
+    print("数据质量：" + "，".join(f"{_QUALITY_LISTS.get(k, k)} {v}" for k, v in report.quality.items())
+          + f"（明细：{report.report_path}）")
+    print("用时（秒）：" + "，".join(f"{k} {v}" for k, v in report.seconds.items()))
+
+
+#: The quality lists of `spatial.match.land_quality_report` (and the pipeline's not-applied lists), as
+#: staff call them; the sheet names in match_quality.xlsx stay the English keys.
+_QUALITY_LISTS = {
+    "enterprises_without_land": "无地企业", "idle_land": "无企业用地", "crowded_land": "多企共地（户数多）",
+    "low_confidence_links": "低置信对应", "unknown_enterprises": "名录外企业",
+    "unplaced_leases": "未落地租赁", "unapplied_corrections": "未执行纠偏",
+}
 
 
 land_cli = typer.Typer(help="Land over the years: compare the land of two years.", no_args_is_help=True)

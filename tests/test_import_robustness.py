@@ -498,3 +498,21 @@ def test_junk_refused_after_the_first_chunk_blank_lines_are_not_junk(tmp_path):
         read_bundle(bundle)
     # counted over the first chunk, blank lines left out: 14 good rows + the junk read so far
     assert f"前 {CHUNK - 30_000} 行中 {CHUNK - 30_014} 行" in str(err.value)
+
+
+def test_match_summary_is_in_chinese_and_counts_the_links(db_url, engine, tmp_path, monkeypatch):
+    """`mujun match` after an import: the summary staff read says 地企对应 N 条 with the stored count,
+    and the data-quality lists by their Chinese names (the workbook keeps the sheet keys)."""
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+
+    code, out = mujun_import(db_url, _copy_case("owner-point-on-shared-corner", tmp_path), tmp_path, monkeypatch)
+    assert code == 0, out
+    result = CliRunner().invoke(cli, ["match"])
+    assert result.exit_code == 0, result.output
+    with engine.connect() as conn:
+        links = conn.execute(sa.text("SELECT count(*) FROM land_links")).scalar()
+    assert links > 0
+    assert f"地企对应 {links} 条" in result.output
+    assert "数据质量：无地企业 " in result.output and "enterprises_without_land" not in result.output
