@@ -146,6 +146,7 @@ def import_bundle(engine: sa.Engine, path: str | Path, *, crs: str | None = None
             land_year=delivery["year"], land_mode=delivery["mode"],
         ).returning(import_batches.c.id)).scalar_one()
         counts, land_summary = _load_tables(conn, bundle, land, rec, delivery, batch_id, progress)
+        land_summary = {**land_summary, "year_source": delivery["year_source"]}
         if len(rejects):
             store.replace_all(conn, "import_rejects", rejects.assign(batch_id=batch_id,
                               row=rejects["row"].astype("Int64"), value=rejects["value"].astype("string")),
@@ -218,14 +219,16 @@ def _delivery(conn: sa.Connection, bundle: Bundle, manifest: dict, year: int | N
     latest = conn.execute(sa.text(
         "SELECT coalesce((SELECT max(land_year) FROM import_batches WHERE status = 'loaded'), "
         "(SELECT max(valid_from) FROM parcels))")).scalar()
+    source = "argument"
     if year is None:
-        year = manifest.get("year")
+        year, source = manifest.get("year"), "manifest"
     if year is None:
-        year = latest
+        year, source = latest, "current land"
     if year is None:
         m = bundle.tables.get("metrics")
         years = pd.to_numeric(m["year"], errors="coerce").dropna() if m is not None and "year" in m else []
-        year = int(max(years)) if len(years) else pd.Timestamp.now().year
+        # the calendar year is a guess: the CLI says so, so that staff can re-import with --year
+        year, source = (int(max(years)), "metrics") if len(years) else (pd.Timestamp.now().year, "calendar")
     mode = "partial" if partial else manifest.get("mode", "complete") if partial is None else "complete"
     skip = False
     if latest is not None and year < latest:
@@ -237,7 +240,7 @@ def _delivery(conn: sa.Connection, bundle: Bundle, manifest: dict, year: int | N
                 f"已有 {latest} 年的土地交付，不能再导入更早年度 {year} 的新土地数据（请按年度顺序交付）; "
                 f"a delivery for {year} is older than the county's land of {latest}")
         skip = True  # the very same delivery again: its land is already there
-    return {"year": int(year), "mode": mode, "skip": skip}
+    return {"year": int(year), "mode": mode, "skip": skip, "year_source": source}
 
 
 def _current_land(conn: sa.Connection) -> gpd.GeoDataFrame:

@@ -516,3 +516,16 @@ def test_match_summary_is_in_chinese_and_counts_the_links(db_url, engine, tmp_pa
     assert links > 0
     assert f"地企对应 {links} 条" in result.output
     assert "数据质量：无地企业 " in result.output and "enterprises_without_land" not in result.output
+
+
+def test_a_bundle_without_any_year_says_it_was_dated_by_the_calendar(db_url, engine, tmp_path, monkeypatch):
+    """No --year, no manifest.json, no metrics: the land is dated the calendar year, and the CLI says
+    so (with what to do), since later deliveries of earlier years are then refused."""
+    code, out = mujun_import(db_url, _copy_case("owner-point-on-shared-corner", tmp_path), tmp_path, monkeypatch)
+    assert code == 0, out
+    year = pd.Timestamp.now().year
+    assert f"已按当前日历年 {year} 年记入" in out
+    code, out = mujun_import(db_url, _copy_case("owner-point-on-shared-corner", tmp_path / "again"),
+                             tmp_path, monkeypatch, "--year", str(year))
+    assert code == 0, out
+    assert "已按当前日历年" not in out  # the year was stated
