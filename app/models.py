@@ -414,3 +414,27 @@ tile_cache = sa.Table(
     sa.Column("mvt", sa.LargeBinary),
     prefixes=["UNLOGGED"],
 )
+
+#: GeoJSON features rendered once (app.feature_cache, migration 0006): one row per feature,
+#: collection and visibility class; read only while its state row's data version is current.
+feature_cache = sa.Table(
+    "feature_cache", metadata,
+    sa.Column("collection", sa.Text, primary_key=True, comment="layer id (app.api.layers)"),
+    sa.Column("visibility", sa.Text, primary_key=True,
+              comment="visibility class: public | link | viewer | analyst (app.auth)"),
+    sa.Column("key", sa.Text, primary_key=True, comment="the layer's order key (Layer.key_sql), = the feature id"),
+    sa.Column("township", sa.Text, comment="Layer.township_sql: rows of a region-scoped key"),
+    sa.Column("geom", Geometry("GEOMETRY", srid=SRID, spatial_index=True), comment="Layer.geom_sql: bbox filters"),
+    sa.Column("feature", sa.Text, nullable=False, comment="the Feature's GeoJSON text (CRS84)"),
+    sa.Index("ix_feature_cache_township", "collection", "visibility", "township", "key"),
+)
+
+feature_cache_state = sa.Table(
+    "feature_cache_state", metadata,
+    sa.Column("collection", sa.Text, primary_key=True),
+    sa.Column("visibility", sa.Text, primary_key=True),
+    sa.Column("data_version", sa.BigInteger, nullable=False, comment="served only while this is current"),
+    sa.Column("run_id", sa.BigInteger, comment="the evaluation run rendered (NULL: none, ungraded land)"),
+    sa.Column("features", sa.BigInteger, nullable=False),
+    sa.Column("built_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+)
