@@ -470,6 +470,27 @@ def report_checkups(year: int = typer.Option(..., help="evaluation year (its pub
     print(f"{year} 年体检表：{len(rows)} 份 PDF 已写入 {out}（索引 index.html、index.xlsx）")
 
 
+@report_cli.command("summary")
+def report_summary(year: int = typer.Option(None, help="evaluation year (default: the newest published)"),
+                   out: Path = typer.Option(..., help="file to write: .pdf or .html")) -> None:
+    """亩均效益评价汇总报告: the county's summary of a year, as the web page /reports/summary.pdf."""
+    ready_url()
+    from app.auth import Principal
+    from app.compare import render_summary
+
+    ext = out.suffix.lower().lstrip(".")
+    if ext not in ("pdf", "html"):
+        fail(f"{out}: 汇总报告只能写成 .pdf 或 .html")
+    try:
+        with db.engine().connect() as conn:
+            body, name = render_summary(conn, Principal("admin"), year, ext)
+    except LookupError as exc:
+        fail(f"{exc}（先运行 mujun evaluate 并 mujun publish）")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(body)
+    print(f"{name} 已写入 {out}（{len(body) / 1024:,.0f} KB）")
+
+
 tiles_cli = typer.Typer(help="Vector tiles rendered once (tile_cache): build the pyramid after publishing.",
                         no_args_is_help=True)
 cli.add_typer(tiles_cli, name="tiles")

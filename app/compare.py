@@ -305,3 +305,18 @@ def summary(conn: sa.Connection, who: Principal, year: int | None = None) -> dic
                      "township": svg_inline(chart("township", src, grades, colours, figures=False, year=y, fmt="svg"))}
     doc["level"] = "经营主体" if who.sees_links else "宗地"
     return doc
+
+
+def render_summary(conn: sa.Connection, who: Principal, year: int | None, ext: str) -> tuple[bytes, str]:
+    """The county summary report (亩均效益评价汇总报告) of a year as ``html`` or ``pdf`` bytes, and its
+    file name, for the web route and ``mujun report summary`` alike. Raises ``LookupError`` when
+    the caller may see no run of that year."""
+    import datetime as dt
+
+    from app.checkup import _env, render_pdf
+
+    doc = summary(conn, who, year)
+    doc["generated"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    html = _env().get_template("summary.html").render(d=doc)
+    name = f"{doc['year']}年亩均效益评价汇总报告{('_' + who.region) if who.region else ''}.{ext}"
+    return (html.encode() if ext == "html" else render_pdf(html)), name

@@ -134,6 +134,35 @@ def test_county_summary_report(county, tmp_path):
     assert client.get("/reports/summary.html", params={"year": 1999}).status_code == 404
 
 
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils (scripts/bootstrap.sh --test)")
+def test_report_summary_cli_writes_the_same_report(county, county_db_url, tmp_path, monkeypatch):
+    """`mujun report summary --out x.pdf` writes the web route's report (the whole county's figures)."""
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from app.settings import get_settings
+
+    eng, year, run, town, keys, client = county
+    monkeypatch.setenv("DATABASE_URL", county_db_url)
+    get_settings.cache_clear()
+    try:
+        res = CliRunner().invoke(cli, ["report", "summary", "--year", str(year), "--out", str(tmp_path / "s.pdf")])
+        bad = CliRunner().invoke(cli, ["report", "summary", "--year", "1999", "--out", str(tmp_path / "x.pdf")])
+    finally:
+        get_settings.cache_clear()
+    assert res.exit_code == 0, res.output
+    assert f"{year}年亩均效益评价汇总报告.pdf" in res.output
+    cli_text = subprocess.run(["pdftotext", str(tmp_path / "s.pdf"), "-"], capture_output=True, text=True,
+                              check=True).stdout
+    web = client.get("/reports/summary.pdf", params={"year": year}, headers={"X-API-Key": keys["analyst"]})
+    (tmp_path / "w.pdf").write_bytes(web.content)
+    web_text = subprocess.run(["pdftotext", str(tmp_path / "w.pdf"), "-"], capture_output=True, text=True,
+                              check=True).stdout
+    strip = lambda t: [ln for ln in t.splitlines() if "生成" not in ln]  # noqa: E731 (the generation minute)
+    assert strip(cli_text) == strip(web_text) and f"{year} 年度" in cli_text
+    assert bad.exit_code == 1 and "mujun evaluate" in bad.output and not (tmp_path / "x.pdf").exists()
+
+
 @pytest.mark.slow
 def test_compare_page_in_chromium_shows_charts(county, server, artifacts):
     eng, year, run, town, keys, client = county

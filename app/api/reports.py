@@ -269,10 +269,7 @@ def compare_chart(request: Request, fmt: str, kind: str = Query("trend"), year: 
 @router.get("/reports/summary.{ext}", summary="The county's summary report of a year (html | pdf)",
             response_class=Response, responses=_PAGE)
 def summary_report(request: Request, ext: str, year: int | None = YEAR_QUERY, who: Principal = Depends(principal)):
-    import datetime as dt
-
-    from app.checkup import _env, render_pdf
-    from app.compare import summary
+    from app.compare import render_summary
 
     who.require("public")
     if ext not in ("html", "pdf"):
@@ -280,15 +277,12 @@ def summary_report(request: Request, ext: str, year: int | None = YEAR_QUERY, wh
     engine: sa.Engine = request.app.state.engine
     try:
         with engine.connect() as conn:
-            doc = summary(conn, who, year)
+            body, name = render_summary(conn, who, year, ext)
     except LookupError as exc:
         return json_error(404, "RunNotFound", str(exc))
-    doc["generated"] = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    html = _env().get_template("summary.html").render(d=doc)
     if ext == "html":
-        return Response(html, media_type="text/html; charset=utf-8", headers={"Cache-Control": "private, no-cache"})
-    headers = attachment(f"{doc['year']}年亩均效益评价汇总报告{('_' + who.region) if who.region else ''}.pdf")
-    return Response(render_pdf(html), media_type="application/pdf", headers=headers)
+        return Response(body, media_type="text/html; charset=utf-8", headers={"Cache-Control": "private, no-cache"})
+    return Response(body, media_type="application/pdf", headers=attachment(name))
 
 
 @router.get("/map/compare", include_in_schema=False)
