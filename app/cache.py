@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -130,6 +131,9 @@ SELECT coalesce((SELECT version FROM data_version WHERE id = 1), 0) AS dv,
 FROM (SELECT 1) one
 LEFT JOIN tile_cache c ON c.layer = :layer AND c.scope = :scope AND c.query = :query
      AND c.z = :z AND c.x = :x AND c.y = :y"""
+
+#: The same read in psycopg's parameter style, for the async fast path (app.api.tiles.CachedTiles).
+TILE_READ_ASYNC = re.sub(r"(?<!:):(\w+)", r"%(\1)s", _TILE_READ)
 
 _TILE_WRITE = """
 INSERT INTO tile_cache (layer, scope, query, z, x, y, data_version, run_id, mvt)

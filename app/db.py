@@ -60,6 +60,51 @@ def make_engine(url: str, *, pool_size: int = 8, statement_timeout_ms: int | Non
                             pool_timeout=pool_timeout_s, connect_args=connect_args)
 
 
+def libpq_conninfo(url: str) -> str:
+    """The libpq connection string of a SQLAlchemy URL (``postgresql+psycopg://…`` → ``postgresql://…``)."""
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def make_async_pool(url: str, *, size: int = 8, statement_timeout_ms: int | None = None,
+                    pool_timeout_s: float = 30.0, connect_timeout_s: int | None = None):
+    """An asyncio connection pool (psycopg 3 ``AsyncConnectionPool``, not yet opened) for the hot
+    read paths that answer from pre-built caches (cached tiles, cached items pages): no thread hop,
+    no SQLAlchemy layer, no pre-ping per request (a broken connection is discarded by the pool
+    when it is returned; the next request gets a fresh one).
+
+    Connections are in autocommit (a cached read is one statement: no BEGIN/ROLLBACK round trips)
+    and carry the same statement and idle-in-transaction timeouts as :func:`make_engine`.
+    ``pool.connection()`` waits ``pool_timeout_s`` seconds at most, then raises
+    ``psycopg_pool.PoolTimeout``. Open it with ``await pool.open()`` (done in the app's lifespan:
+    :func:`async_pool` returns it), close with ``await pool.close()``.
+    """
+    from psycopg_pool import AsyncConnectionPool
+
+    kwargs: dict = {"autocommit": True}
+    if statement_timeout_ms:
+        kwargs["options"] = (f"-c statement_timeout={int(statement_timeout_ms)} "
+                             f"-c idle_in_transaction_session_timeout={max(60000, 4 * int(statement_timeout_ms))}")
+    if connect_timeout_s:
+        kwargs["connect_timeout"] = int(connect_timeout_s)
+    return AsyncConnectionPool(libpq_conninfo(url), min_size=1, max_size=size, kwargs=kwargs,
+                               timeout=pool_timeout_s, open=False, name="mujun-async")
+
+
+def async_pool(app_or_request):
+    """The app's opened async pool (:func:`make_async_pool`), from a FastAPI app or a request;
+    None before start-up or when it could not be opened (callers then take the sync path).
+
+    Usage::
+
+        pool = db.async_pool(request)
+        if pool is not None:
+            async with pool.connection() as conn:
+                row = await (await conn.execute("SELECT …", params)).fetchone()
+    """
+    app = getattr(app_or_request, "app", app_or_request)
+    return getattr(app.state, "apool", None)
+
+
 @lru_cache(maxsize=8)
 def _cached_engine(url: str) -> sa.Engine:
     return make_engine(url)

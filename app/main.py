@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from app import db
 from app.api import ROUTERS, errors
+from app.api.tiles import CachedTiles
 from app.accounts import CsrfGuard
 from app.auth import KeyResolver, key_from_request
 from app.settings import Settings, get_settings
@@ -37,9 +38,15 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
                                           pool_timeout_s=settings.pool_timeout_s, connect_timeout_s=5)
         app.state.keys = KeyResolver(app.state.engine, settings.anonymous_role,
                                      publish_links=settings.publish_links)
+        # The async pool of the hot cached reads (db.async_pool): no thread hop per request.
+        app.state.apool = db.make_async_pool(url, size=settings.pool_size,
+                                             statement_timeout_ms=settings.statement_timeout_ms,
+                                             pool_timeout_s=settings.pool_timeout_s, connect_timeout_s=5)
+        await app.state.apool.open()
         try:
             yield
         finally:
+            await app.state.apool.close()
             app.state.engine.dispose()
 
     app = FastAPI(
@@ -104,6 +111,8 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     # Signed-in sessions (app/accounts.py): every state-changing request with the session cookie
     # must carry its CSRF token.
     app.add_middleware(CsrfGuard)
+    # Outermost: a pre-built public tile is answered before any other layer (app/api/tiles.py).
+    app.add_middleware(CachedTiles)
     return app
 
 

@@ -262,6 +262,100 @@ def _bad_param(msg: str) -> Response:
     return json_error(400, "InvalidParameterValue", msg)
 
 
+# --------------------------------------------------------------------------- cached tiles, async
+
+_TILE_PATH = re.compile(r"/tiles/(\w+)/(\d{1,2})/(\d{1,8})/(\d{1,8})\.pbf")
+_DIGITS = re.compile(r"\d{1,9}")
+_KEY_HEADERS = (b"x-api-key", b"authorization")
+_CAN_CACHE_SQL = ("SELECT to_regclass('tile_cache') IS NOT NULL AND NOT pg_is_in_recovery() "
+                  "AND has_table_privilege('tile_cache', 'INSERT')")
+
+
+class CachedTiles:
+    """ASGI middleware: an anonymous tile request whose tile is pre-built and current is answered
+    from ``tile_cache`` on the async pool (:func:`app.db.async_pool`) in one statement (the data
+    version and the tile together, so a tile of an older version is never served), with the
+    same status, body and headers as :func:`get_tile` — no thread hop, no dependency solving,
+    no pool pre-ping. Everything else (a key or a session, other query parameters, a tile not
+    built or stale, any database error) goes on to :func:`get_tile`, which renders and stores it.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path = scope["path"]
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            m = _TILE_PATH.fullmatch(path)
+            if m is not None:
+                response = await _cached_tile(scope, m)
+                if response is not None:
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _anonymous_query(scope) -> dict | None:
+    """``{"run": …, "year": …}`` of a request with no key, no session and no other parameter."""
+    for name, value in scope["headers"]:
+        if name in _KEY_HEADERS or (name == b"cookie" and b"mujun_session" in value):
+            return None
+    out = {"run": None, "year": None}
+    qs = scope.get("query_string", b"")
+    if qs:
+        for part in qs.decode("latin-1").split("&"):
+            name, _, value = part.partition("=")
+            if name not in out or out[name] is not None or not _DIGITS.fullmatch(value):
+                return None
+            out[name] = int(value)
+    return out
+
+
+async def _cached_tile(scope, m) -> Response | None:
+    app = scope.get("app")
+    state = getattr(app, "state", None)
+    pool = getattr(state, "apool", None)
+    if pool is None or not state.settings.tile_cache:
+        return None
+    query = _anonymous_query(scope)
+    lay = LAYERS.get(m[1])
+    if query is None or lay is None:
+        return None
+    z, x, y = int(m[2]), int(m[3]), int(m[4])
+    if z > MAX_Z or x >= 2 ** z or y >= 2 ** z or z < MINZOOM.get(lay.id, 0):
+        return None
+    who: Principal = state.keys.anonymous
+    if not who.at_least("public"):
+        return None
+    key = {"layer": lay.id, "scope": principal_scope(who), "query": f"run={query['run']}&year={query['year']}",
+           "z": z, "x": x, "y": y}
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    try:
+        async with pool.connection() as conn:
+            usable = getattr(state, "tile_cache_async", None)
+            if usable is None:  # as tile_cache.ensure_tile_table: not on a replica, not read-only
+                usable = state.tile_cache_async = bool((await (await conn.execute(_CAN_CACHE_SQL)).fetchone())[0])
+            if not usable:
+                return None
+            dv, version, _, mvt = await (await conn.execute(tile_cache.TILE_READ_ASYNC, key)).fetchone()
+    except (psycopg.Error, PoolTimeout):
+        return None  # the sync path answers (and maps the error to a 503 if it persists)
+    if version is None or version != dv:
+        return None
+    request = Request(scope)
+    _, headers, r304 = etag_response(request, int(dv), who, cache_control=_cache_control(who))
+    if r304:
+        return r304
+    if not mvt:
+        return Response(status_code=204, headers=headers)
+    return Response(bytes(mvt), media_type=MVT, headers=headers)
+
+
 # --------------------------------------------------------------------------- endpoints
 
 
