@@ -225,7 +225,7 @@ def _print_import(report) -> None:
         d = report.land
         print(f"{d['year']} 年土地交付（{'全量' if d['mode'] == 'complete' else '增量'}）：未变 {d['kept']}，"
               f"变更 {d['changed']}，新增 {d['new']}，分割 {d['split']}，合并 {d['merged']}，换码 {d['recoded']}，"
-              f"注销 {d['retired']} 宗")
+              f"注销 {d['retired']} 宗" + (f"，恢复 {d['revived']} 宗（曾注销的土地原码恢复）" if d.get("revived") else ""))
         if d.get("year_source") == "calendar":
             print(f"  注意：数据包未写年度（无 --year、manifest.json 与指标年份），已按当前日历年 {d['year']} 年记入；"
                   f"此后更早年度的交付会被拒收；如年度不对，请在新的数据库中用 --year 重新导入")

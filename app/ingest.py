@@ -262,11 +262,17 @@ def _reconcile(engine: sa.Engine, current: gpd.GeoDataFrame, land: gpd.GeoDataFr
     """The delivery against the current land, in one metric CRS (the county's zone)."""
     with engine.connect() as conn:
         reserved = set(conn.execute(sa.text("SELECT DISTINCT identity_code FROM parcels")).scalars())
+        # the last version of each code that is not current: land that comes back takes its code again
+        retired = store.read_frame(conn, """
+            SELECT DISTINCT ON (identity_code) identity_code, ST_AsBinary(geom) AS geom FROM parcels p
+            WHERE NOT EXISTS (SELECT 1 FROM parcels c WHERE c.identity_code = p.identity_code AND c.valid_to IS NULL)
+            ORDER BY identity_code, valid_from DESC""", geom_col="geom")
     metric = metric_crs_for(current) if len(current) else metric_crs_for(land)
     cur = current.to_crs(metric)
     new = land.to_crs(metric)
     return reconcile(cur, new, complete=delivery["mode"] == "complete", reserved=reserved,
-                     attributes=_COMPARED, tolerance_m=settings.land_tolerance_m)
+                     attributes=_COMPARED, tolerance_m=settings.land_tolerance_m,
+                     retired_land=retired.to_crs(metric) if len(retired) else None)
 
 
 def _check_retire(rec: Reconciled, current: gpd.GeoDataFrame, delivery: dict, settings: Settings,
@@ -463,9 +469,9 @@ def _write_land(conn: sa.Connection, land: gpd.GeoDataFrame, rec: Reconciled, de
              "c": list(rec.lineage["child_code"]), "k": list(rec.lineage["kind"])})
     n = pd.Series(status).value_counts()
     summary = {"year": year, "mode": delivery["mode"], **{k: int(n.get(k, 0)) for k in
-               ("kept", "changed", "new", "split", "merged", "recoded")},
+               ("kept", "changed", "new", "split", "merged", "recoded", "revived")},
                "retired": int(len(rec.retired)), "lineage": int(len(rec.lineage))}
-    counts = {"inserted": int(sum(n.get(k, 0) for k in ("new", "split", "merged", "recoded"))),
+    counts = {"inserted": int(sum(n.get(k, 0) for k in ("new", "split", "merged", "recoded", "revived"))),
               "updated": int(n.get("changed", 0)) + int(len(rec.retired)), "unchanged": int(n.get("kept", 0))}
     return counts, summary
 

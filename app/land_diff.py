@@ -10,6 +10,7 @@ split       a parent split in the new year (related: its children), or a child (
 merged      a parent merged (related: the merged piece), or the merged piece (its parents)
 recoded     the same land under another code (a re-issued 宗地代码, registration …)
 new         only in the new year, from no earlier land
+revived     only in the new year, land retired before the old year that came back (its old code)
 retired     only in the old year, with no heir
 ==========  =============================================================================
 
@@ -29,7 +30,7 @@ from app.api.layers import land_in_year_sql
 
 COLUMNS = ["identity_code", "status", "related_codes", "area_mu_old", "area_mu_new"]
 STATUS_ZH = {"kept": "未变", "changed": "变更", "split": "分割", "merged": "合并", "recoded": "换码",
-             "new": "新增", "retired": "注销"}
+             "new": "新增", "revived": "恢复", "retired": "注销"}
 HEADERS_ZH = {"identity_code": "宗地身份码", "status": "状态", "related_codes": "相关宗地身份码",
               "area_mu_old": "原面积(亩)", "area_mu_new": "新面积(亩)"}
 _KIND_STATUS = {"split": "split", "merge": "merged", "recode": "recoded"}
@@ -48,6 +49,9 @@ def land_diff(engine: sa.Engine, old_year: int, new_year: int) -> pd.DataFrame:
         new = store.read_frame(conn, sql, {"year": new_year}).set_index("identity_code")
         lin = store.read_frame(conn, "SELECT parent_code, child_code, kind FROM land_lineage "
                                      "WHERE year > :a AND year <= :b ORDER BY id", {"a": old_year, "b": new_year})
+        # codes whose land was retired by OLD's year: in NEW again, they are land that came back
+        before = set(conn.execute(sa.text("SELECT DISTINCT identity_code FROM parcels WHERE valid_to <= :a"),
+                                  {"a": old_year}).scalars())
     rows = []
     both = old.index.intersection(new.index)
     for code in old.index.union(new.index):
@@ -60,7 +64,8 @@ def land_diff(engine: sa.Engine, old_year: int, new_year: int) -> pd.DataFrame:
             rows.append((code, status, ";".join(sorted(kids["child_code"])), o, n))
         elif code in new.index:
             par = lin[lin["child_code"] == code]
-            status = _KIND_STATUS.get(par["kind"].iloc[0], "new") if len(par) else "new"
+            status = _KIND_STATUS.get(par["kind"].iloc[0], "new") if len(par) else \
+                "revived" if code in before else "new"
             rows.append((code, status, ";".join(sorted(par["parent_code"])), None, n))
         else:
             kids = lin[lin["parent_code"] == code]

@@ -40,6 +40,10 @@ The rules
   Default 5 cm: 2 cm vertex noise, extra vertices, re-digitising within centimetres and
   zone-to-zone reprojection (sub-millimetre) are kept; a corner clipped by 1 m is a change, even
   on a 6 ha parcel where it is 0.01 % of the area.
+* **Land that comes back** (``revived``): a piece that overlaps no current land but is the same
+  land as a piece retired earlier (``retired_land``: IoU ≥ ``SAME_IOU``, the same code family), or
+  a registered piece whose ``R-<宗地代码>`` was retired, takes the old code again — a de-facto yard
+  dropped from one year's survey and drawn again the next is the same 宗地身份码, not a new one.
 * **New codes** are the delivery's own (``spatial.identity``: content hashes that do not depend on
   the CRS); one that collides with a code already used in the county (``reserved``) gets ``-2``,
   ``-3`` … in content order, so a retired code never comes back meaning other land.
@@ -62,7 +66,7 @@ __all__ = ["reconcile", "carry_corrections", "Reconciled", "STATUSES"]
 SAME_IOU = 0.9
 
 #: Status of a delivered piece (``retired`` is for current pieces in ``Reconciled.retired``).
-STATUSES = ("kept", "changed", "new", "split", "merged", "recoded")
+STATUSES = ("kept", "changed", "new", "split", "merged", "recoded", "revived")
 
 
 @dataclass
@@ -85,7 +89,7 @@ class Reconciled:
 
 def reconcile(current: gpd.GeoDataFrame, delivery: gpd.GeoDataFrame, *, complete: bool = True,
               reserved=(), attributes: list[str] | tuple[str, ...] = (), tolerance_m: float = 0.05,
-              overlap_share: float = 0.5) -> Reconciled:
+              overlap_share: float = 0.5, retired_land: gpd.GeoDataFrame | None = None) -> Reconciled:
     """Match a delivery to the current land (see the module docstring for the rules).
 
     Parameters
@@ -107,6 +111,9 @@ def reconcile(current: gpd.GeoDataFrame, delivery: gpd.GeoDataFrame, *, complete
         Width of the noise band, metres (see the module docstring).
     overlap_share : float
         Share of the smaller piece an overlap must cover to be significant (0 < share ≤ 1).
+    retired_land : GeoDataFrame, optional
+        The last version of every code used in the county that is not current now
+        (``identity_code``, polygons, the same CRS): land that comes back takes its code again.
 
     Raises ``ValueError`` when the two layers are not in the same projected CRS.
     """
@@ -196,6 +203,8 @@ def reconcile(current: gpd.GeoDataFrame, delivery: gpd.GeoDataFrame, *, complete
             final[i], status[i], mint[i] = prov[i], "merged", True
             parents[i].extend(ccode[j] for j in sorted(part))
 
+    for i, code in _revivals(ng, prov, np.flatnonzero(status == "new"), retired_land).items():
+        final[i], status[i], mint[i] = code, "revived", False
     final = _unique_codes(final, mint, new, reserved, keep=set(final[~mint]))
     code_map = dict(zip(prov, final))
     if "parent_identity_code" in new.columns:  # attached land follows its parent's final code
@@ -254,6 +263,39 @@ def _significant_pairs(ng: np.ndarray, cg: np.ndarray, share: float) -> tuple[li
     keep = (inter > 0) & (inter >= share * np.minimum(an, ac))
     iou = inter[keep] / (an[keep] + ac[keep] - inter[keep])
     return list(zip(ni[keep].tolist(), ci[keep].tolist())), iou
+
+
+def _revivals(ng: np.ndarray, prov: np.ndarray, candidates: np.ndarray,
+              retired: gpd.GeoDataFrame | None) -> dict[int, str]:
+    """New pieces (overlapping no current land) that are land retired earlier: index → old code.
+
+    A registered ``R-<宗地代码>`` comes back by its code; other land by the same rule as kept land
+    (IoU ≥ ``SAME_IOU``, highest first, ties by code, one to one) within its code family.
+    """
+    if retired is None or not len(retired) or not len(candidates):
+        return {}
+    rcode = retired["identity_code"].to_numpy(dtype=object)
+    out: dict[int, str] = {}
+    by_code = set(rcode.tolist())
+    for i in candidates:
+        if _registered_code(prov[i]) and prov[i] in by_code:
+            out[int(i)] = prov[i]
+    used = set(out.values())
+    rest = np.array([i for i in candidates if i not in out], dtype=np.intp)
+    pairs, iou = _significant_pairs(ng[rest], retired.geometry.to_numpy(), 0.5)
+    if not pairs:
+        return out
+    pi = rest[np.array([p[0] for p in pairs], dtype=np.intp)]
+    pj = np.array([p[1] for p in pairs], dtype=np.intp)
+    for k in np.lexsort((rcode[pj].astype(str), prov[pi].astype(str), -np.round(iou, 9))):
+        if iou[k] < SAME_IOU:
+            break
+        i, code = int(pi[k]), rcode[pj[k]]
+        if i in out or code in used or _registered_code(code) or _family(prov[i]) != _family(code):
+            continue
+        out[i] = code
+        used.add(code)
+    return out
 
 
 def _registered_code(code) -> bool:

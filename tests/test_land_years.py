@@ -580,3 +580,50 @@ def test_same_year_correction_updates_in_place_and_partial_only_adds(engine, tmp
     assert (part.land["new"], part.land["retired"]) == (1, 0)
     land25 = _land(engine, 2025)
     assert len(land25) == len(_land(engine, 2024)) + 1 and f"R-{pcode(300)}" in set(land25["identity_code"])
+
+
+def test_land_that_comes_back_takes_its_old_code(engine, tmp_path, settings):
+    """A de-facto yard left out of the 2025 survey and drawn again (with noise) in 2026, and a
+    registered parcel retired in 2025 and delivered again in 2026, take their old 宗地身份码 again
+    (status ``revived``, a new version from 2026), never ``…-2``; the diff says 恢复."""
+    base = county_2024()
+    import_bundle(engine, write_delivery(tmp_path / "a", base), settings=settings, year=2024)
+    codes24 = _land(engine, 2024)
+    with engine.connect() as conn:  # the 临时仓库 piece: 50 m × 40 m at (X0, Y0 - 70)
+        yard_code = conn.execute(sa.text(
+            "SELECT identity_code FROM parcels WHERE ST_Intersects(geom, ST_Transform("
+            "ST_SetSRID(ST_MakePoint(:x, :y), :gk), 4490))"), {"x": X0 + 25, "y": Y0 - 50, "gk": GK}).scalar_one()
+    assert yard_code.startswith("D-")
+    gone = {"parcels": [p for p in base["parcels"] if p["宗地代码"] != pcode(4)],
+            "defacto": [d for d in base["defacto"] if d["备注"] != "临时仓库"]}
+    r25 = import_bundle(engine, write_delivery(tmp_path / "b", gone), settings=settings, year=2025)
+    assert r25.land["retired"] == 2
+    back = import_bundle(engine, write_delivery(tmp_path / "c", base, noise_seed=3, shuffle_seed=2),
+                         settings=settings, year=2026)
+    assert back.land["revived"] == 2 and back.land["new"] == 0
+    land26 = set(_land(engine, 2026)["identity_code"])
+    assert land26 == set(codes24["identity_code"]) and not any(c.endswith("-2") for c in land26)
+    with engine.connect() as conn:
+        spans = conn.execute(sa.text("SELECT identity_code, valid_from, valid_to FROM parcels "
+                                     "WHERE identity_code = ANY(:c) ORDER BY 1, 2"),
+                             {"c": [yard_code, f"R-{pcode(4)}"]}).all()
+    assert [tuple(s[1:]) for s in spans] == [(2024, 2025), (2026, None)] * 2
+    diff = land_diff(engine, 2025, 2026).set_index("identity_code")["status"]
+    assert diff[yard_code] == "revived" and diff[f"R-{pcode(4)}"] == "revived"
+
+
+def test_a_new_yard_on_retired_land_of_another_family_gets_a_new_code():
+    """Revival keeps to the code family: attached land (A-) drawn where an independent de-facto
+    piece (D-) was retired is not that piece again."""
+    p = gpd.GeoDataFrame({"parcel_code": [pcode(1)], "owner_uscc": [uscc(1)]}, geometry=[cell(1)], crs=GK)
+    yard = gpd.GeoDataFrame({"user_uscc": [uscc(9)]}, geometry=[box(X0, Y0 - 70, X0 + 50, Y0 - 30)], crs=GK)
+    before = build_land(p, yard, county_code=COUNTY)
+    retired = before[before["identity_code"].str.startswith("D-")][["identity_code", "geometry"]]
+    now = build_land(p, yard.iloc[:0], county_code=COUNTY)
+    back = reconcile(now, build_land(p, yard, county_code=COUNTY), reserved=set(before["identity_code"]),
+                     retired_land=retired)
+    assert list(back.land.loc[back.land["status"] == "revived", "identity_code"]) == list(retired["identity_code"])
+    attached = yard.assign(user_uscc=[uscc(1)], geometry=[box(X0, Y0 - 20, X0 + 50, Y0)])  # touches parcel 1
+    other = reconcile(now, build_land(p, attached, county_code=COUNTY), reserved=set(before["identity_code"]),
+                      retired_land=retired)
+    assert "revived" not in set(other.land["status"])
