@@ -112,7 +112,7 @@ def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang
                 .order_by(evaluation_runs.c.id.desc())).scalar()
         if existing:
             if publish:
-                publish_run(engine, existing)
+                publish_run(engine, existing, progress=progress)
             return _report(engine, existing, year, sch, run_hash, reused=True)
 
     _progress(progress, f"scoring {len(ents)} enterprises")
@@ -124,7 +124,9 @@ def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang
     ent_rows, par_rows = _multiyear(ent_rows, par_rows, ents, history, sch, year)
 
     _progress(progress, "storing the run")
-    with engine.begin() as conn:
+    from app import render
+
+    with render.changes(engine, progress=progress), engine.begin() as conn:
         run_id = conn.execute(evaluation_runs.insert().values(
             year=year, scheme_name=sch.name, scheme_version=str(sch.version), scheme_hash=scheme_hash(sch),
             inputs_fingerprint=inputs_fp, run_hash=run_hash, status="running",
@@ -139,13 +141,21 @@ def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang
         db.audit(conn, "cli", "evaluate", "evaluation_runs", str(run_id),
                  {"year": year, "scheme": sch.name, "run_hash": run_hash})
     if publish:
-        publish_run(engine, run_id)
+        publish_run(engine, run_id, progress=progress)
     return _report(engine, run_id, year, sch, run_hash, reused=False)
 
 
-def publish_run(engine: sa.Engine, run_id: int, actor: str = "cli") -> None:
-    """Make a run the one shown for its year; the previously published one is superseded."""
-    with engine.begin() as conn:
+def publish_run(engine: sa.Engine, run_id: int, actor: str = "cli", *, progress=None,
+                background: bool = False, settings=None) -> None:
+    """Make a run the one shown for its year; the previously published one is superseded.
+
+    Then the public tiles and the feature cache are rendered for it (:func:`app.render.changes`:
+    only tiles touched by changed features; ``progress(text)`` hears about it in Chinese;
+    ``background``: in a thread, for a web request)."""
+    from app import render
+
+    with render.changes(engine, settings=settings, progress=progress, background=background), \
+            engine.begin() as conn:
         row = conn.execute(sa.select(evaluation_runs.c.year, evaluation_runs.c.status)
                            .where(evaluation_runs.c.id == run_id)).first()
         if row is None:

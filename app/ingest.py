@@ -139,7 +139,10 @@ def import_bundle(engine: sa.Engine, path: str | Path, *, crs: str | None = None
         raise
     rejects = bundle.rejects.reset_index(drop=True)
 
-    with engine.begin() as conn:
+    from app import render  # the public tiles and features are rendered once the land is in
+
+    with (render.changes(engine, settings=settings, progress=progress and (lambda t: progress(t, 0, 0))),
+          engine.begin() as conn):
         batch_id = conn.execute(import_batches.insert().values(
             bundle_path=str(path.resolve()), fingerprint=fingerprint, status="loading",
             column_map=_jsonable(bundle.column_map), source_crs=_jsonable(bundle.source_crs),

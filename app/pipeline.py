@@ -143,7 +143,9 @@ def run_matching(engine: sa.Engine, *, rule: str = "equal", settings: Settings |
     if not results:  # land but no year at all cannot happen (land has valid_from); be explicit
         raise ValueError("no land-year to match: import a bundle first")
 
-    with engine.begin() as conn:
+    from app import render  # keeps the pre-built tiles and features current (links change no tile)
+
+    with render.changes(engine, settings=settings), engine.begin() as conn:
         frames = {k: [] for k in ("land_links", "sublots", "enterprise_land", "parcel_metrics")}
         for y, out, pm in results:
             frames["land_links"].append(out["links"].assign(year=y))

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     #: Vector tiles rendered once per data version and kept in ``tile_cache`` (app.cache); off:
     #: every tile is rendered from the tables (the benchmark's dynamic path).
     tile_cache: bool = True
+    #: Publishing a run or importing land renders the public tile pyramid and the feature cache at
+    #: once (app.render: only tiles touched by changed features); off: rendered on first request.
+    render_at_publish: bool = True
     pool_size: int = 8
     #: Seconds a request waits for a free pooled connection before a 503 Busy (with Retry-After).
     pool_timeout_s: float = 2.0

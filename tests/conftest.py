@@ -19,6 +19,9 @@ from app import db
 from app.embedded import EmbeddedCluster
 
 REPO = Path(__file__).resolve().parents[1]
+# Publishing and importing render tiles and features at once (app.render): off for the suite,
+# where most tests publish small fixtures; tests/test_render.py turns it on and covers it.
+os.environ.setdefault("MUJUN_RENDER_AT_PUBLISH", "0")
 REAL_DATA = REPO.parent / "shared" / "data" / "real"
 ARTIFACTS = REPO / "tests" / "_artifacts"
 TEMPLATE = "mujun_test_template"

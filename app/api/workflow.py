@@ -437,7 +437,9 @@ def run_publish(request: Request, run_id: int = _id(), who: Principal = Depends(
     from app.evaluation import publish_run
 
     try:
-        publish_run(_engine(request), run_id, actor=_actor(who))
+        # the public tiles and features are rendered in the background (served from the tables meanwhile)
+        publish_run(_engine(request), run_id, actor=_actor(who), background=True,
+                    settings=request.app.state.settings)
     except ValueError as exc:
         raise ApiError(404 if "no run" in str(exc) else 400,
                        "NotFound" if "no run" in str(exc) else "InvalidParameterValue", str(exc)) from None
