@@ -332,8 +332,8 @@ def publish(run: int = typer.Argument(..., help="run id (`mujun runs`)")) -> Non
     from app.evaluation import publish_run
 
     ready_url()
-    try:
-        publish_run(db.engine(), run)
+    try:  # then the public tiles and features are rendered (app/render.py), progress in Chinese
+        publish_run(db.engine(), run, progress=lambda text: console.print(f"  {text}"))
     except ValueError as exc:
         fail(str(exc))
     print(f"run {run} published")
