@@ -1,14 +1,11 @@
 // Drives /map in headless Chromium (Debian's, via playwright-core) and prints one JSON report line.
 // Run by tests/test_web_map.py, which computes the expectations by SQL and compares:
 //   node map_check.mjs --base http://127.0.0.1:PORT --key KEY --expect expect.json --out DIR --profile DIR
-import { chromium } from 'playwright-core';
+import { cliArgs, launchPersistent } from './chromium.mjs';
 import { readFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
-  if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1]]);
-  return acc;
-}, []));
+const args = cliArgs();
 const base = args.base;
 const key = args.key || '';
 const expect = JSON.parse(readFileSync(args.expect, 'utf8'));
@@ -21,16 +18,7 @@ mkdirSync(profile, { recursive: true });
 const log = (...a) => process.stderr.write(`${a.join(' ')}\n`);
 const report = { console_errors: [], page_errors: [], failed_requests: [], screenshots: [] };
 
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1366, height: 768 },
-  deviceScaleFactor: 1,
-  locale: 'zh-CN',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync',
-         '--use-angle=swiftshader', '--use-gl=angle', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
-});
+const context = await launchPersistent(profile, { viewport: { width: 1366, height: 768 } });
 
 function watch(page, sink) {
   page.on('console', (m) => { if (m.type() === 'error') sink.console_errors.push(m.text()); });

@@ -2,21 +2,14 @@
 // network cut off: every request to a host other than 127.0.0.1/localhost is aborted and listed.
 // Prints one JSON line: per page its status, what it shows, console errors and blocked requests.
 //   node ogc_pages_check.mjs --base http://127.0.0.1:PORT --out DIR
-import { chromium } from 'playwright-core';
+import { cliArgs, launchBrowser } from './chromium.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
-  if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1]]);
-  return acc;
-}, []));
+const args = cliArgs();
 mkdirSync(args.out, { recursive: true });
 const report = { blocked: [], pages: {} };
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync'],
-});
+const browser = await launchBrowser();
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'zh-CN' });
   await context.route('**/*', (route) => {

@@ -3,23 +3,14 @@
 // its box and screenshot file, and whatever `--eval` (a JS expression) returns.
 //   node page_shot.mjs --url URL --out DIR --name NAME --wait SELECTOR --shots '{"thumb":"#thumb"}'
 //        [--eval 'JS expression'] [--click SELECTOR] [--download 1] [--width 1280 --height 900]
-import { chromium } from 'playwright-core';
+import { cliArgs, launchBrowser } from './chromium.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
-  if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1]]);
-  return acc;
-}, []));
+const args = cliArgs();
 mkdirSync(args.out, { recursive: true });
 const report = { console_errors: [], page_errors: [], failed_requests: [], shots: {} };
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync',
-         '--use-angle=swiftshader', '--use-gl=angle', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
-});
+const browser = await launchBrowser();
 try {
   const context = await browser.newContext({
     viewport: { width: Number(args.width || 1280), height: Number(args.height || 900) },

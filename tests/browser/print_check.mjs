@@ -1,22 +1,14 @@
 // The map's 导出与打印 tab in headless Chromium: 导出 Excel, the printed map as PNG (A4) and PDF (A3).
 // Prints one JSON line: downloads, the print layout (window.mujun.lastPrint), the legend's stats.
 //   node print_check.mjs --base URL --key KEY --out DIR
-import { chromium } from 'playwright-core';
+import { cliArgs, launchBrowser } from './chromium.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
-  if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1]]);
-  return acc;
-}, []));
+const args = cliArgs();
 mkdirSync(args.out, { recursive: true });
 const report = { console_errors: [], page_errors: [], failed_requests: [] };
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync',
-         '--use-angle=swiftshader', '--use-gl=angle', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
-});
+const browser = await launchBrowser();
 try {
   const context = await browser.newContext({ viewport: { width: 1366, height: 768 }, deviceScaleFactor: 1,
                                               locale: 'zh-CN', acceptDownloads: true });

@@ -1,22 +1,14 @@
 // The yearly cycle in headless Chromium (issue 15): sign in, upload with progress, rejects, confirm,
 // match, evaluate, review differences, publish; 纠偏 by a township officer; appeals; saved groups.
 // One phase per run; prints one JSON line.  node workflow_check.mjs --base URL --phase P --out DIR [--...]
-import { chromium } from 'playwright-core';
+import { cliArgs, launchBrowser } from './chromium.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
-  if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1]]);
-  return acc;
-}, []));
+const args = cliArgs();
 mkdirSync(args.out, { recursive: true });
 const report = { console_errors: [], page_errors: [], failed_requests: [] };
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync',
-         '--use-angle=swiftshader', '--use-gl=angle', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
-});
+const browser = await launchBrowser();
 const T = 240000;
 const shot = (page, name) => page.screenshot({ path: join(args.out, `workflow_${name}.png`), fullPage: true });
 const text = (page, sel) => page.textContent(sel);

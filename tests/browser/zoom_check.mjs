@@ -3,14 +3,11 @@
 // the map opened. Run by tests/test_map_zooms.py:
 //   node zoom_check.mjs --base URL --key KEY --colours '{"A":"#..",..}' --sizes 1280x900,1920x1080
 //        --out DIR --profile DIR [--budget 5000] [--prefix name]
-import { chromium } from 'playwright-core';
+import { cliArgs, launchPersistent } from './chromium.mjs';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => {
-  if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1]]);
-  return acc;
-}, []));
+const args = cliArgs();
 const colours = JSON.parse(args.colours);          // name → hex (grades and 'ungraded')
 const sizes = args.sizes.split(',').map(s => s.split('x').map(Number));
 const budget = Number(args.budget || 5000);
@@ -18,15 +15,7 @@ const prefix = args.prefix || 'zoom';
 mkdirSync(args.out, { recursive: true });
 rmSync(args.profile, { recursive: true, force: true });
 
-const context = await chromium.launchPersistentContext(args.profile, {
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  deviceScaleFactor: 1,
-  locale: 'zh-CN',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync',
-         '--use-angle=swiftshader', '--use-gl=angle', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
-});
+const context = await launchPersistent(args.profile);
 
 /** Pixels of the #map element per named colour (each channel within ±10). */
 async function countColours(page) {
