@@ -132,8 +132,11 @@ def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang
             inputs_fingerprint=inputs_fp, run_hash=run_hash, status="running",
             scheme=_scheme_json(sch),
         ).returning(evaluation_runs.c.id)).scalar_one()
-        store.replace_all(conn, "enterprise_ratings", ent_rows.assign(run_id=run_id), where=f"run_id = {run_id}")
-        store.replace_all(conn, "parcel_ratings", par_rows.assign(run_id=run_id), where=f"run_id = {run_id}")
+        # year: the rating tables' partition key (migration 0007)
+        store.replace_all(conn, "enterprise_ratings", ent_rows.assign(run_id=run_id, year=year),
+                          where=f"run_id = {run_id}")
+        store.replace_all(conn, "parcel_ratings", par_rows.assign(run_id=run_id, year=year),
+                          where=f"run_id = {run_id}")
         summary = {"enterprises": _grade_counts(ent_rows), "parcels": _grade_counts(par_rows)}
         conn.execute(evaluation_runs.update().where(evaluation_runs.c.id == run_id).values(
             status="draft", finished_at=sa.func.now(), summary=summary))

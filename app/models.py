@@ -65,6 +65,20 @@ def _rating_columns() -> list[sa.Column]:
     ]
 
 
+#: Per-year tables are partitioned by year (migration 0007): one partition per year, created when
+#: the year first arrives (``mujun_ensure_year``, :func:`app.store.ensure_year_partitions`), and a
+#: default partition for undated rows (year 0) and years without a partition yet.
+_BY_YEAR = {"postgresql_partition_by": "LIST (year)"}
+YEAR_PARTITIONED = ("land_links", "sublots", "enterprise_land", "parcel_metrics", "enterprise_ratings",
+                    "parcel_ratings")
+
+
+def _rating_year() -> sa.Column:
+    """The run's year on each rating row: the partition key (PostgreSQL wants it in the key)."""
+    return sa.Column("year", sa.Integer, primary_key=True, server_default=sa.text("0"),
+                     comment="year of the run (partition key; 0 = written without it)")
+
+
 import_batches = sa.Table(
     "import_batches", metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
@@ -217,6 +231,7 @@ land_links = sa.Table(
     sa.Column("attributed_area_m2", sa.Float),
     sa.Column("attributed_area_mu", sa.Float),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    **_BY_YEAR,
 )
 
 sublots = sa.Table(
@@ -227,6 +242,7 @@ sublots = sa.Table(
     sa.Column("share", sa.Float, nullable=False),
     sa.Column("area_m2", sa.Float, nullable=False),
     sa.Column("geom", Geometry("MULTIPOLYGON", srid=SRID, spatial_index=True), nullable=False),
+    **_BY_YEAR,
 )
 
 enterprise_land = sa.Table(
@@ -239,6 +255,7 @@ enterprise_land = sa.Table(
     sa.Column("owned_area_m2", sa.Float),
     sa.Column("leased_in_area_m2", sa.Float),
     sa.Column("land_class", sa.Text, comment="I owns+uses all | II owns, leases some out | III rents | none"),
+    **_BY_YEAR,
 )
 
 parcel_metrics = sa.Table(
@@ -247,6 +264,7 @@ parcel_metrics = sa.Table(
     sa.Column("year", sa.Integer, primary_key=True),
     *_metric_columns(),
     sa.Column("occupant_count", sa.Integer),
+    **_BY_YEAR,
 )
 
 evaluation_runs = sa.Table(
@@ -275,6 +293,8 @@ enterprise_ratings = sa.Table(
     sa.Column("consecutive_d_years", sa.Integer),
     sa.Column("electricity_surcharge_yuan", sa.Float, comment="差别电价 for D"),
     sa.Column("electricity_refund_yuan", sa.Float, comment="refund on leaving D"),
+    _rating_year(),
+    **_BY_YEAR,
 )
 
 parcel_ratings = sa.Table(
@@ -284,6 +304,8 @@ parcel_ratings = sa.Table(
     *_rating_columns(),
     sa.Column("idle", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("low_yield_years", sa.Integer, comment="consecutive years below the 低产田 threshold"),
+    _rating_year(),
+    **_BY_YEAR,
 )
 
 api_keys = sa.Table(

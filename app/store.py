@@ -17,7 +17,7 @@ import pandas as pd
 import shapely
 import sqlalchemy as sa
 
-from app.models import SRID, metadata
+from app.models import SRID, YEAR_PARTITIONED, metadata
 
 
 def _cell(value):
@@ -65,13 +65,21 @@ def copy_into_temp(conn: sa.Connection, table: str, df: pd.DataFrame, columns: S
     conn.execute(sa.text(f"DROP TABLE IF EXISTS {tmp}"))
     conn.execute(sa.text(
         f"CREATE TEMP TABLE {tmp} ON COMMIT DROP AS SELECT {', '.join(columns)} FROM {table} WITH NO DATA"))
+    copy_rows(conn, table, df, columns, geom_col, into=tmp)
+    return tmp
+
+
+def copy_rows(conn: sa.Connection, table: str, df: pd.DataFrame, columns: Sequence[str],
+              geom_col: str | None = None, into: str | None = None) -> int:
+    """COPY ``df[columns]`` (typed as ``table``'s columns) straight into ``into`` (default
+    ``table``, a partitioned table routes each row); returns the number of rows."""
     raw = conn.connection.driver_connection
     cols = _prepared_columns(table, df, columns, geom_col)
     with raw.cursor() as cur:
-        with cur.copy(f"COPY {tmp} ({', '.join(columns)}) FROM STDIN") as copy:
+        with cur.copy(f"COPY {into or table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in zip(*cols):
                 copy.write_row([_cell(v) for v in row])
-    return tmp
+    return len(df)
 
 
 def upsert(conn: sa.Connection, table: str, df: pd.DataFrame, keys: Sequence[str],
@@ -106,10 +114,21 @@ def upsert(conn: sa.Connection, table: str, df: pd.DataFrame, keys: Sequence[str
     return {"inserted": inserted, "updated": updated, "unchanged": len(df) - len(rows)}
 
 
+def ensure_year_partitions(conn: sa.Connection, years: Iterable[int]) -> None:
+    """Create the partitions of each year of the per-year tables (:data:`app.models.YEAR_PARTITIONED`)
+    that has none yet (``mujun_ensure_year``, migration 0007); cheap when they exist. Without it
+    rows still land, in the default partition, but a year's reads are not pruned to them."""
+    for y in sorted({int(y) for y in years if pd.notna(y) and int(y) > 0}):
+        conn.execute(sa.text("SELECT mujun_ensure_year(:y)"), {"y": y})
+
+
 def replace_all(conn: sa.Connection, table: str, df: pd.DataFrame, geom_col: str | None = None,
                 where: str | None = None) -> int:
-    """Replace a derived table's rows (or those matching ``where``) with ``df``."""
+    """Replace a derived table's rows (or those matching ``where``) with ``df``; a per-year table
+    gets its years' partitions first (:func:`ensure_year_partitions`)."""
     t = metadata.tables[table]
+    if table in YEAR_PARTITIONED and len(df) and "year" in df.columns:
+        ensure_year_partitions(conn, df["year"].unique())
     conn.execute(sa.text(f"DELETE FROM {table}" + (f" WHERE {where}" if where else "")))
     if len(df) == 0:
         return 0

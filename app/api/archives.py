@@ -101,7 +101,7 @@ _PARCEL_LINKS = f"""
 
 _PARCEL_RATINGS = f"""
     WITH shown AS ({{shown}})
-    SELECT s.year, s.id AS run_id, s.status AS run_status, s.scheme_name, s.scheme_version, r.*
+    SELECT s.id AS run_id, s.status AS run_status, s.scheme_name, s.scheme_version, r.*, s.year  -- the run's year
     FROM shown s JOIN parcel_ratings r ON r.run_id = s.id AND r.identity_code = :code
     ORDER BY s.year"""
 
@@ -152,7 +152,7 @@ _ENTERPRISE_PARCELS = f"""
 
 _ENTERPRISE_RATINGS = f"""
     WITH shown AS ({{shown}})
-    SELECT s.year, s.id AS run_id, s.status AS run_status, s.scheme_name, s.scheme_version, r.*
+    SELECT s.id AS run_id, s.status AS run_status, s.scheme_name, s.scheme_version, r.*, s.year  -- the run's year
     FROM shown s JOIN enterprise_ratings r ON r.run_id = s.id AND r.uscc = :uscc
     ORDER BY s.year"""
 
