@@ -673,8 +673,11 @@ def run_province_(province: Path = typer.Option(..., exists=True, file_okay=Fals
                                                          "ignored with --scheduler"),
                   scheme: str = typer.Option("zhejiang_default", help="preset name or YAML path"),
                   rule: str = typer.Option("equal", help="split rule when no lease or building gives shares"),
+                  to_db: bool = typer.Option(False, "--db", help="also write the results into the configured "
+                                                                 "database (COPY, one transaction per county)"),
+                  publish: bool = typer.Option(False, help="with --db: publish the run for its year"),
                   ) -> None:
-    """全省分县并行：按县（Dask 任务）建地、地企对应、分割、合并、分摊、评价；结果写 GeoParquet。"""
+    """全省分县并行：按县（Dask 任务）建地、地企对应、分割、合并、分摊、评价；结果写 GeoParquet（--db：再写入数据库）。"""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from app.province import partitions, run_province
@@ -684,6 +687,8 @@ def run_province_(province: Path = typer.Option(..., exists=True, file_okay=Fals
         n = partitions(province)
     except ValueError as exc:
         fail(str(exc))
+    if to_db:
+        ready_url()  # a database problem shows before the run, not after it
     stages = {"prepare": "建地", "match": "地企对应", "rate": "评价"}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
@@ -701,6 +706,19 @@ def run_province_(province: Path = typer.Option(..., exists=True, file_okay=Fals
             fail(str(exc))
     print(f"{report.counties} 个县，{report.workers} 个 worker，{report.seconds} 秒；结果：{report.out}")
     print("  " + ", ".join(f"{k} {v}" for k, v in report.rows.items()))
+    if to_db:
+        import sqlalchemy as sa
+
+        from app.province_db import write_province
+
+        try:
+            written = write_province(db.engine(), out, province, year, scheme=scheme, publish=publish,
+                                     progress=console.print)
+        except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
+            fail(f"写入数据库失败（已写入的县保留，评价批次标为失败）：{exc}")
+        state = "已发布" if publish else "草稿，`mujun publish` 发布"
+        print(f"已写入数据库：评价批次 {written.run_id}（{year} 年，{state}），{written.counties} 个县，"
+              f"{written.seconds} 秒")
 
 
 def _progress_bar():
