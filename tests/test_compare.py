@@ -11,29 +11,17 @@ import subprocess
 import openpyxl
 import pytest
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.auth import create_key
-from app.main import create_app
-from app.settings import Settings
+from tests.published import published_county
 from tests.test_checkups import colour_share, server, shoot  # noqa: F401 - server is a fixture
 
 
 @pytest.fixture(scope="module")
 def county(county_db_url, tmp_path_factory):
-    eng = sa.create_engine(county_db_url)
-    with eng.begin() as conn:
-        year = conn.execute(sa.text("SELECT max(year) FROM evaluation_runs WHERE status = 'published'")).scalar_one()
-        run = conn.execute(sa.text("SELECT id FROM evaluation_runs WHERE year = :y AND status = 'published'"),
-                           {"y": year}).scalar_one()
-        town = conn.execute(sa.text("SELECT township FROM parcels GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")).scalar_one()
-        keys = {"analyst": create_key(conn, "cmp-analyst", "analyst"),
-                "town": create_key(conn, "cmp-town", "analyst", town)}
-    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("cmp")), database_url=county_db_url)
-    with TestClient(app) as client:
-        yield eng, year, run, town, keys, client
-    eng.dispose()
+    with published_county(county_db_url, tmp_path_factory.mktemp("cmp"),
+                          {"analyst": ("analyst", False), "town": ("analyst", True)}) as c:
+        yield c
 
 
 def _sql_counts(eng, run, town=None):
