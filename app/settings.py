@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     #: Publishing a run or importing land renders the public tile pyramid and the feature cache at
     #: once (app.render: only tiles touched by changed features); off: rendered on first request.
     render_at_publish: bool = True
+    #: Items pages, single features and GeoJSON exports read the GeoJSON rendered once per data
+    #: version (``feature_cache``, app.feature_cache) where it answers the request; off: every
+    #: feature is rendered from the tables (the dynamic path, byte-identical).
+    feature_cache: bool = True
     pool_size: int = 8
     #: Seconds a request waits for a free pooled connection before a 503 Busy (with Retry-After).
     pool_timeout_s: float = 2.0

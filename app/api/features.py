@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from app import auth, cache
+from app import auth, cache, feature_cache
 from app.api import cql2, errors, ogc_tiles, openapi
 from app.api import sql as fsql
 from app.api.common import (FLATGEOBUF, GEOJSON, JSON, OPENAPI_JSON, ApiError, DbStreamingResponse, base_url,
@@ -806,6 +806,11 @@ def _items_response(request: Request, collection_id: str):
                 after = fsql.decode_key(q, token)
             except fsql.QueryError as e:
                 raise _bad(str(e)) from None
+        if rep == "json" and not offset and _cache_on(request) and fsql.cache_answers(q):
+            page = _cached_page(request, conn, version, q, who, limit, after, eheaders)
+            if page is not None:
+                conn.close()
+                return page
         matched = _count(request, conn, version, q)
         sql, params = fsql.page_sql(q, limit, after, offset)
         if rep != "json":  # one page as a table: at most max_limit rows, read at once
@@ -851,6 +856,45 @@ def _items_response(request: Request, collection_id: str):
     return _streaming(request, body(), GEOJSON, headers, releaser(result, conn))
 
 
+def _cache_on(request: Request) -> bool:
+    return _settings(request).feature_cache
+
+
+def _cached_page(request: Request, conn: sa.Connection, version: int, q: fsql.FeatureQuery, who,
+                 limit: int, after: list | None, eheaders: dict) -> Response | None:
+    """The page from ``feature_cache`` (:mod:`app.feature_cache`): one statement, one string from
+    PostgreSQL, the same bytes as the streamed page; None when the cache is not current (then
+    the dynamic path answers)."""
+    count_key = ("count", version, q.cache_key())  # the dynamic path's key: the same number
+    lru = _cache(request)
+    matched = lru.get(count_key)
+    sql, params = fsql.cache_page_sql(q, feature_cache.visibility(who), version, limit, after, matched is None)
+    row = conn.execute(sa.text(sql), params).one()
+    if not row.valid:
+        return None
+    if matched is None:
+        matched = int(row.matched)
+        lru.put(count_key, matched)
+    links = _page_links(request, q.layer, row.more and row.last_k, limit)
+    data = (b'{"type":"FeatureCollection","numberMatched":' + str(matched).encode() + b',"features":['
+            + (row.body or "").encode() + b'],"numberReturned":' + str(row.returned).encode()
+            + b',"links":' + orjson.dumps(links)
+            + b',"timeStamp":"' + dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ").encode() + b'"}')
+    headers = _common_headers(q, eheaders)
+    headers["OGC-NumberMatched"] = str(matched)
+    return _whole(request, data, GEOJSON, headers)
+
+
+def _whole(request: Request, data: bytes, media_type: str, headers: dict) -> Response:
+    """A body made at once, with the same encoding and headers as :func:`_streaming`."""
+    level = _gzip(request)
+    h = dict(headers)
+    if level:
+        h["Content-Encoding"] = "gzip"
+    h["Vary"] = "Accept, Accept-Encoding, X-API-Key, Authorization"
+    return Response(b"".join(_stream([data], level)), media_type=media_type, headers=h)
+
+
 def _page_links(request: Request, layer: Layer, last_k: str | None, limit: int) -> list[dict]:
     b = base_url(request)
     path = f"{b}/collections/{layer.id}/items"
@@ -892,7 +936,7 @@ def _export_geojson(request: Request, collection_id: str, skip: tuple[str, ...] 
             return r304
         allowed = EXPORT_PARAMS + skip
         q = _query(request, conn, version, layer, who, allowed=allowed, sortable=False)
-        sql, params = fsql.export_geojson_sql(q)
+        sql, params = _cached_export(request, conn, version, q, who) or fsql.export_geojson_sql(q)
         result = _open_stream(conn, sql, params, s.features_stream_rows)
         first = result.fetchmany(s.features_stream_rows)
     except BaseException:
@@ -919,6 +963,21 @@ def _export_geojson(request: Request, collection_id: str, skip: tuple[str, ...] 
             conn.close()
 
     return _streaming(request, body(), GEOJSON, headers, releaser(result, conn))
+
+
+def _cached_export(request: Request, conn: sa.Connection, version: int, q: fsql.FeatureQuery, who):
+    """The export's statement on ``feature_cache`` if it is current for ``q``, else None. The
+    check and the rows are read in one REPEATABLE READ snapshot (a rebuild in between cannot
+    leave the stream reading rows of another version)."""
+    if not (_cache_on(request) and fsql.cache_answers(q)):
+        return None
+    conn.rollback()  # end the implicit transaction: the next one is the snapshot
+    conn.execution_options(isolation_level="REPEATABLE READ")  # reset when the pool takes it back
+    vis = feature_cache.visibility(who)
+    sql, params = fsql.cache_valid_sql(q, vis, version)
+    if not conn.execute(sa.text(sql), params).scalar():
+        return None
+    return fsql.cache_export_sql(q, vis, version)
 
 
 #: Query parameters that leave an export whole (the cached file answers them).
@@ -1096,8 +1155,15 @@ def item(request: Request, collection_id: str, feature_id: str,
             return r304
         q = _query(request, conn, version, layer, who,
                    allowed=("crs", "properties", "run", "year", "f", "api_key"), sortable=False)
-        sql, params = fsql.item_sql(q, feature_id)
-        text = conn.execute(sa.text(sql), params).scalar()
+        row = None
+        if _cache_on(request) and fsql.cache_item_answers(q):
+            sql, params = fsql.cache_item_sql(q, feature_cache.visibility(who), version, feature_id)
+            row = conn.execute(sa.text(sql), params).one()
+        if row is not None and row.valid:
+            text = row.f
+        else:
+            sql, params = fsql.item_sql(q, feature_id)
+            text = conn.execute(sa.text(sql), params).scalar()
     if text is None:
         raise ApiError(404, "NotFound", f"no feature {feature_id!r} in collection '{layer.id}'"
                        + (f" within your region ({who.region})" if who.region else ""))

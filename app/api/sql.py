@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -134,6 +134,8 @@ class FeatureQuery:
     props: list[Prop] = field(default_factory=list)  # output properties
     crs: Crs = CRS84
     order: list[tuple[str, bool, str]] = field(default_factory=list)  # (sql, desc, json type)
+    region: str | None = None  # the caller's township (a region-scoped key), else None
+    bbox_sql: str | None = None  # the bbox envelope (storage CRS) when add_bbox was called
     _n: int = 0
 
     def bind(self, value: Any, sql_type: str | None = None) -> str:
@@ -168,7 +170,7 @@ def new_query(layer: Layer, principal, run_id: int | None) -> FeatureQuery:
     visible = layer.visible(principal.at_least)
     region_sql, region_params = principal.region_clause(layer.township_sql)
     q = FeatureQuery(layer=layer, visible=visible, run_id=run_id, region_sql=region_sql,
-                     props=list(visible))
+                     props=list(visible), region=principal.region)
     q.params.update(region_params)
     q.params["run_id"] = run_id
     q.order = [(layer.key_sql, False, "key")]
@@ -216,6 +218,7 @@ def add_bbox(q: FeatureQuery, values: list[float], crs: Crs) -> None:
            f"{STORAGE_SRID if crs.geographic else int(crs.srid)})")
     if not crs.geographic:
         env = f"ST_Transform({env}, {STORAGE_SRID})"
+    q.bbox_sql = env
     q.where.append(f"ST_Intersects({q.layer.geom_sql}, {env})")
 
 
@@ -622,3 +625,88 @@ def run_sql(run: int | None, year: int | None, drafts: bool = True) -> tuple[str
 
 def runs_list_sql(drafts: bool = True) -> str:
     return f"SELECT id, year, status FROM evaluation_runs WHERE status IN {run_statuses(drafts)} ORDER BY year, id"
+
+
+# ----------------------------------------------------------- the pre-rendered features
+
+def render_sql(q: FeatureQuery) -> tuple[str, dict]:
+    """Every row of ``q`` as (key, township, geom, feature): what ``feature_cache`` stores
+    (:mod:`app.feature_cache`); ``feature`` is the dynamic path's own text (CRS84)."""
+    sql = (f"SELECT {q.layer.key_sql} AS key, {q.layer.township_sql} AS township, {q.layer.geom_sql} AS geom, "
+           f"{_feature_json(q)} AS feature\nFROM {q.layer.from_sql}\nWHERE {q.all_where()}")
+    return sql, q.params
+
+
+def cache_answers(q: FeatureQuery) -> bool:
+    """Whether ``feature_cache`` holds exactly this request's features: default CRS and
+    properties, default order, no filter but a bbox (the run is checked by the read itself)."""
+    return (q.crs is CRS84 and q.props == q.visible and len(q.order) == 1
+            and len(q.where) == (1 if q.bbox_sql else 0))
+
+
+def cache_item_answers(q: FeatureQuery) -> bool:
+    """:func:`cache_answers`, and the layer's feature id is its order key (the cache's key)."""
+    return cache_answers(q) and q.layer.id_sql.strip("()") == q.layer.key_sql.strip("()")
+
+
+#: The cached rows are current: built at this data version for the run asked (``:run_id``).
+_CACHE_VALID = ("EXISTS (SELECT 1 FROM feature_cache_state s WHERE s.collection = CAST(:fc_collection AS text) "
+                "AND s.visibility = CAST(:fc_visibility AS text) AND s.data_version = CAST(:fc_version AS bigint) "
+                "AND s.run_id IS NOT DISTINCT FROM CAST(:run_id AS bigint))")
+
+
+def _cache_where(q: FeatureQuery, visibility: str, version: int) -> str:
+    """The cached rows of ``q`` (which must be a copy: its parameters are added to)."""
+    q.params.update(fc_collection=q.layer.id, fc_visibility=visibility, fc_version=version)
+    conds = ["c.collection = CAST(:fc_collection AS text)", "c.visibility = CAST(:fc_visibility AS text)"]
+    if q.region is not None:  # Principal.region_clause on the stored township: the same rows
+        conds.append(f"c.township = {q.bind(q.region, 'text')}")
+    if q.bbox_sql:
+        conds.append(f"ST_Intersects(c.geom, {q.bbox_sql})")
+    return " AND ".join(conds)
+
+
+def cache_page_sql(q: FeatureQuery, visibility: str, version: int, limit: int, after: list | None,
+                   count: bool) -> tuple[str, dict]:
+    """One items page from ``feature_cache``: a keyset range read on (collection, visibility,
+    key) and one ``string_agg``. One row: ``valid`` (else use :func:`page_sql`), ``body`` (the
+    features, comma-separated; NULL when none), ``returned``, ``last_k`` (the last returned
+    row's order values, as :func:`page_sql`'s ``k``), ``more`` and, when ``count``, ``matched``."""
+    q = replace(q, params=dict(q.params))  # the dynamic path may still use q
+    where = _cache_where(q, visibility, version)
+    page_where = where + (f" AND c.key > {q.bind(after[0], 'text')}" if after is not None else "")
+    n = q.bind(limit, "integer")
+    matched = f",\n       (SELECT count(*) FROM feature_cache c WHERE {where}) AS matched" if count else ""
+    sql = (f"SELECT {_CACHE_VALID} AS valid, page.*{matched}\n"
+           f"FROM (SELECT string_agg(feature, ',' ORDER BY key) FILTER (WHERE n <= {n}) AS body,\n"
+           f"             count(*) FILTER (WHERE n <= {n}) AS returned,\n"
+           f"             json_build_array(max(key) FILTER (WHERE n <= {n}))::text AS last_k,\n"
+           f"             count(*) > {n} AS more\n"
+           f"      FROM (SELECT c.key, c.feature, row_number() OVER (ORDER BY c.key) AS n\n"
+           f"            FROM feature_cache c WHERE {page_where} AND {_CACHE_VALID}\n"
+           f"            ORDER BY c.key LIMIT {n} + 1) rows) page")
+    return sql, q.params
+
+
+def cache_item_sql(q: FeatureQuery, visibility: str, version: int, feature_id: str) -> tuple[str, dict]:
+    """One feature from ``feature_cache``: ``valid`` (else use :func:`item_sql`) and ``f``."""
+    q = replace(q, params=dict(q.params))  # the dynamic path may still use q
+    where = _cache_where(q, visibility, version)
+    sql = (f"SELECT {_CACHE_VALID} AS valid, (SELECT c.feature FROM feature_cache c WHERE {where} "
+           f"AND c.key = {q.bind(feature_id, 'text')}) AS f")
+    return sql, q.params
+
+
+def cache_valid_sql(q: FeatureQuery, visibility: str, version: int) -> tuple[str, dict]:
+    """Whether ``feature_cache`` is current for ``q`` (read it in the same snapshot after this)."""
+    q = replace(q, params=dict(q.params))  # the dynamic path may still use q
+    _cache_where(q, visibility, version)
+    return f"SELECT {_CACHE_VALID}", q.params
+
+
+def cache_export_sql(q: FeatureQuery, visibility: str, version: int) -> tuple[str, dict]:
+    """Every selected feature from ``feature_cache`` by key (as :func:`export_geojson_sql`)."""
+    q = replace(q, params=dict(q.params))  # the dynamic path may still use q
+    sql = (f"SELECT c.feature AS f FROM feature_cache c WHERE {_cache_where(q, visibility, version)} "
+           "ORDER BY c.key")
+    return sql, q.params
