@@ -503,16 +503,23 @@ def corrections_create(request: Request, body: Proposal, who: Principal = Depend
     return {"id": pid, "status": "proposed"}
 
 
+def _decided_row(conn: sa.Connection, who: Principal, table: str, row_id: int, missing: str):
+    """The proposal or appeal ``row_id`` of the caller's township, locked while it is decided;
+    404 with ``missing`` when there is none (or it is another township's)."""
+    region, params = who.region_clause("township")
+    row = conn.execute(sa.text(f"SELECT * FROM {table} WHERE id = :i AND {region} FOR UPDATE"),
+                       {"i": row_id, **params}).first()
+    if row is None:
+        raise ApiError(404, "NotFound", missing)
+    return row
+
+
 @router.post("/workflow/corrections/{proposal_id}/decide", tags=["workflow"],
              summary="Accept or reject a 纠偏 proposal (analyst); accepted ones apply on the next match")
 def corrections_decide(request: Request, body: Decision, proposal_id: int = _id(), who: Principal = Depends(principal)):
     who.require("analyst")
-    region, params = who.region_clause("township")
     with _engine(request).begin() as conn:
-        p = conn.execute(sa.text(f"SELECT * FROM correction_proposals WHERE id = :i AND {region} FOR UPDATE"),
-                         {"i": proposal_id, **params}).first()
-        if p is None:
-            raise ApiError(404, "NotFound", f"没有编号为 {proposal_id} 的纠偏申请")
+        p = _decided_row(conn, who, "correction_proposals", proposal_id, f"没有编号为 {proposal_id} 的纠偏申请")
         if p.status != "proposed":
             raise ApiError(400, "InvalidParameterValue", f"纠偏申请 {proposal_id} 已处理（{p.status}）")
         status = "accepted" if body.accept else "rejected"
@@ -589,12 +596,8 @@ def appeals_create(request: Request, body: NewAppeal, who: Principal = Depends(p
              summary="Move an appeal on: under review, then accepted or rejected with an answer (analyst)")
 def appeals_state(request: Request, body: AppealState, appeal_id: int = _id(), who: Principal = Depends(principal)):
     who.require("analyst")
-    region, params = who.region_clause("township")
     with _engine(request).begin() as conn:
-        a = conn.execute(sa.text(f"SELECT * FROM appeals WHERE id = :i AND {region} FOR UPDATE"),
-                         {"i": appeal_id, **params}).first()
-        if a is None:
-            raise ApiError(404, "NotFound", f"没有编号为 {appeal_id} 的申诉")
+        a = _decided_row(conn, who, "appeals", appeal_id, f"没有编号为 {appeal_id} 的申诉")
         if body.status not in _NEXT.get(a.status, set()):
             raise ApiError(400, "InvalidParameterValue",
                            f"申诉 {appeal_id} 处于“{APPEAL_ZH[a.status]}”，不能改为“{APPEAL_ZH[body.status]}”")
