@@ -500,8 +500,9 @@ cli.add_typer(tiles_cli, name="tiles")
 def tiles_build(maxzoom: int = typer.Option(16, help="highest zoom to render (TileJSON maxzoom is 16)"),
                 year: int = typer.Option(None, help="evaluation year (default: the newest)")) -> None:
     """Render every public tile with data (z0 to maxzoom) into the tile cache, so maps read them
-    instead of rendering; run after `mujun evaluate --publish` or an import (tiles of an older
-    data version are never served, they are rendered again on request otherwise)."""
+    instead of rendering. Publishing and importing already do this for the newest run
+    (app/render.py, unless MUJUN_RENDER_AT_PUBLISH=0); use it for another --year (tiles of an
+    older data version are never served, they are rendered again on request otherwise)."""
     ready_url()
     from app.api.tiles import build_pyramid
 
