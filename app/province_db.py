@@ -56,6 +56,8 @@ _RATINGS = ["run_id", "year", "list_name", "industry_group", "evaluated", "exclu
 
 @dataclass
 class ProvinceWrite:
+    """What was written: the run, and rows per table (``parcels``: new land versions); ``seconds``
+    of the write, publishing not included."""
     run_id: int
     year: int
     counties: int
@@ -121,9 +123,10 @@ def write_province(engine: sa.Engine, out: str | Path, province: str | Path, yea
         db.bump_data_version(conn)
         db.audit(conn, "cli", "province_write", "evaluation_runs", str(run_id),
                  {"year": year, "scheme": sch.name, "counties": len(counties), "rows": rows})
+    seconds = round(time.perf_counter() - t0, 2)  # the write; publishing (and its rendering) apart
     if publish:
         publish_run(engine, run_id)
-    return ProvinceWrite(run_id, year, len(counties), round(time.perf_counter() - t0, 2), rows)
+    return ProvinceWrite(run_id, year, len(counties), seconds, rows)
 
 
 # -- steps ---------------------------------------------------------------------------------------
