@@ -1,17 +1,19 @@
-"""Publish-time cost of the pre-built tile pyramid on the sample county (app.sample, seed 42).
+"""Publish-time cost of the pre-built caches (tile pyramid + feature cache) on the sample county.
 
     .venv/bin/python bench/bench_pyramid_sample.py [--parcels 2000] [--maxzoom 16]
 
 Imports the sample county into a fresh database on a throwaway embedded cluster, matches and
-evaluates every year (published), then times ``build_pyramid`` (what ``mujun tiles build`` runs
-after publishing) and reports tiles, bytes and the ``tile_cache`` table's size on disk. Prints
-one Markdown line for bench/RESULTS.md.
+evaluates every year (published) with rendering off, then times what a publish renders
+(``app.render.render_pyramid``, z0–maxzoom, and ``app.feature_cache.build_feature_cache``) and
+reports tiles, bytes and the tables' size on disk. Prints one Markdown line for bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -22,9 +24,11 @@ def main() -> None:
     ap.add_argument("--parcels", type=int, default=2000)
     ap.add_argument("--maxzoom", type=int, default=16)
     args = ap.parse_args()
+    os.environ["MUJUN_RENDER_AT_PUBLISH"] = "0"  # the caches are built below, timed
 
     from app import db
-    from app.api.tiles import build_pyramid
+    from app import render
+    from app.feature_cache import build_feature_cache
     from app.embedded import EmbeddedCluster
     from app.evaluation import evaluate_year
     from app.ingest import import_bundle
@@ -56,11 +60,20 @@ def main() -> None:
             evaluate_year(eng, year, "zhejiang_default", publish=True)
         with eng.connect() as conn:
             n = conn.execute(sa.text("SELECT count(*) FROM parcels")).scalar()
-        stats = build_pyramid(eng, maxzoom=args.maxzoom)
+        stats = render.render_pyramid(eng, maxzoom=args.maxzoom)
+        t = time.perf_counter()
+        feats = build_feature_cache(eng)
+        feats_s = time.perf_counter() - t
         with eng.connect() as conn:
             mb = conn.execute(sa.text("SELECT pg_total_relation_size('tile_cache')")).scalar() / 1e6
-        print(f"| sample county (seed 42, {n:,} land pieces) | z0–{args.maxzoom} | {stats['tiles']:,} "
-              f"({stats['empty']:,} empty) | {stats['seconds']:.1f} s | {stats['bytes'] / 1e6:.1f} MB | {mb:.1f} MB |")
+            rows = conn.execute(sa.text("SELECT count(*) FROM tile_cache")).scalar()
+            fmb = conn.execute(sa.text("SELECT pg_total_relation_size('feature_cache')")).scalar() / 1e6
+            ftext = conn.execute(sa.text("SELECT coalesce(sum(length(feature)), 0) FROM feature_cache")).scalar() / 1e6
+        print(f"| sample county (seed 42, {n:,} land pieces) | z0–{args.maxzoom}: {stats['built']:,} tiles in "
+              f"{stats['seconds']:.1f} s, {stats['bytes'] / 1e6:.1f} MB MVT, `tile_cache` {mb:.1f} MB ({rows:,} rows "
+              f"incl. the map's `?run=` copy) | {sum(f['features'] for f in feats):,} features "
+              f"({len(feats)} collection × class) in {feats_s:.1f} s, {ftext:.1f} MB text, `feature_cache` "
+              f"{fmb:.1f} MB |")
         eng.dispose()
         admin.dispose()
     finally:

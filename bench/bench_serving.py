@@ -366,6 +366,7 @@ def main() -> None:
     ap.add_argument("--qgis", action="store_true")
     ap.add_argument("--tipg-qgis-timeout", type=float, default=900.0)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--json", default=None, help="also write the raw figures to this file")
     a = ap.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load0 = os.getloadavg()[0]
@@ -495,6 +496,10 @@ def main() -> None:
         cleanup()
     load1 = os.getloadavg()[0]
     section = _markdown(a, started, load0, load1, pub, res, prof, plans, q)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"publish": pub, "results": res, "profile": prof, "explain": plans,
+                                            "qgis": q, "load": [load0, load1], "started": started},
+                                           ensure_ascii=False, indent=1, default=str))
     print(section)
     if not a.no_write:
         replace_section(section)
