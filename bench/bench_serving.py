@@ -365,6 +365,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--qgis", action="store_true")
     ap.add_argument("--tipg-qgis-timeout", type=float, default=900.0)
+    ap.add_argument("--end-by", default=None, help="UTC HH:MM:SS the run must end by (a quiet window): "
+                    "QGIS on tipg gets what is left, at most --tipg-qgis-timeout")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--json", default=None, help="also write the raw figures to this file")
     a = ap.parse_args()
@@ -488,7 +490,14 @@ def main() -> None:
                 [str(ROOT / "bench" / "qgis_tiles.py"), M, "parcels"], 600)
             for k in list(q)[1:]:
                 print("qgis", k, q[k], flush=True)
-            q["OAPIF from tipg (QGIS defaults)"] = qgis([script, T, "public.bench_parcels"], a.tipg_qgis_timeout)
+            budget = a.tipg_qgis_timeout
+            if a.end_by:
+                import datetime as dt
+
+                now = dt.datetime.now(dt.timezone.utc)
+                end = dt.datetime.combine(now.date(), dt.time.fromisoformat(a.end_by), dt.timezone.utc)
+                budget = max(30.0, min(budget, (end - now).total_seconds() - 20))
+            q["OAPIF from tipg (QGIS defaults)"] = qgis([script, T, "public.bench_parcels"], budget)
             print("qgis tipg", q["OAPIF from tipg (QGIS defaults)"], flush=True)
     finally:
         for p in procs:
