@@ -168,3 +168,24 @@ def test_import_with_rendering_builds_the_grey_pyramid(db_url, county_bundle, tm
     rows = _assert_all_current_and_identical(eng)
     assert len(rows) > 50
     eng.dispose()
+
+
+def test_web_publish_renders_in_the_background(grid):
+    """POST /workflow/runs/{id}/publish answers at once; the pyramid of the new run follows."""
+    import time
+
+    from app.auth import create_key
+
+    eng, run, s = grid
+    render.render_pyramid(eng)
+    new = _new_run(eng, run, [3])
+    with eng.begin() as conn:
+        key = create_key(conn, "pub", "analyst")
+    with TestClient(create_app(s, database_url=s.database_url)) as c:
+        r = c.post(f"/workflow/runs/{new}/publish", headers={"X-API-Key": key})
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _cached(eng, f"run={new}&year=None"):
+            time.sleep(0.5)
+    _assert_all_current_and_identical(eng, f"run={new}&year=None", run=new)
+    _assert_all_current_and_identical(eng)
