@@ -439,6 +439,7 @@ tile_cache = sa.Table(
 
 #: GeoJSON features rendered once (app.feature_cache, migration 0006): one row per feature,
 #: collection and visibility class; read only while its state row's data version is current.
+#: Read without parallel workers (``parallel_workers = 0``, migration 0008: a page is a short range read).
 feature_cache = sa.Table(
     "feature_cache", metadata,
     sa.Column("collection", sa.Text, primary_key=True, comment="layer id (app.api.layers)"),
