@@ -10,8 +10,9 @@ geometry into MVT and GeoJSON is done then, once, instead of on every request. U
 :func:`changes` takes a *fingerprint* of every feature the public tiles draw (md5 of its
 geometry and of every property a tile carries, with its bounding box) before the write and after
 it. Only the tiles whose bounds (with the tile buffer) meet a feature that differs — old or new
-position — are rendered again; the other tiles of the pyramid are re-stamped for the new data
-version without being rendered (their bytes cannot have changed: a tile is a function of the
+position — are rendered again (by :func:`app.api.tiles.build_pyramid`, on a few connections at
+once); the other tiles of the pyramid are re-stamped for the new data version without being
+rendered (their bytes cannot have changed: a tile is a function of the
 features meeting it). Re-stamping is done only when the write moved the data version by exactly
 one (nothing else was written in between); otherwise every tile is rendered. An import (land
 changed in a few places), a draft run or a match (no public tile changes) thus renders little or
@@ -38,7 +39,6 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from app import cache as tile_cache
 from app.api import tiles
 from app.api.common import principal_scope
 from app.api.layers import LAYERS
@@ -183,9 +183,9 @@ def render_pyramid(engine: sa.Engine, layer_id: str = "parcels", who: Principal 
     render the missing ones, copy them under the map's ``?run=<shown run>``, delete older
     versions. Without ``before`` every tile is rendered (skipping current ones).
 
-    Returns ``rendered`` (tiles rendered because touched), ``restamped``, ``built`` (missing ones
-    rendered by ``build_pyramid``), ``changed_features``, ``version``, ``seconds``, ``bytes`` of
-    this scope's tiles now stored.
+    Returns ``touched`` (tiles a changed feature meets; None without ``before``), ``restamped``,
+    ``built`` (tiles rendered: the touched ones with data, and any missing), ``changed_features``,
+    ``version``, ``seconds``, ``bytes`` of this scope's tiles now stored.
     """
     t0 = time.perf_counter()
     who = who or Principal("public")
@@ -193,32 +193,32 @@ def render_pyramid(engine: sa.Engine, layer_id: str = "parcels", who: Principal 
     scope = principal_scope(who)
     minzoom = tiles.MINZOOM.get(layer_id, 0)
     after = snapshot(engine, layer_id, who)
-    stats = {"rendered": 0, "restamped": 0, "built": 0, "changed_features": None, "version": after["version"]}
+    stats = {"touched": None, "restamped": 0, "built": 0, "changed_features": None, "version": after["version"]}
     say = progress or (lambda text: None)
     if before is not None and after["version"] == before["version"] + 1:
         old, new = before["features"], after["features"]
         changed = [old[k] for k in old.keys() - new.keys()] + [new[k] for k in new.keys() - old.keys()]
         stats["changed_features"] = len(changed)
-        todo = sorted(touched_tiles(changed, maxzoom, minzoom))
-        say(f"瓦片：{len(changed)} 个要素有变化，重绘 {len(todo)} 个瓦片，其余沿用")
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for i, (z, x, y) in enumerate(todo):
-                _render_one(conn, lay, who, scope, z, x, y)
-                if progress and (i + 1) % 500 == 0:
-                    say(f"瓦片：已重绘 {i + 1}/{len(todo)}")
-            # the untouched tiles of the version before are the same bytes at this one
+        todo = touched_tiles(changed, maxzoom, minzoom)
+        say(f"瓦片：{len(changed)} 个要素有变化，{len(todo)} 个瓦片须重绘，其余沿用")
+        zs, xs, ys = (list(v) for v in zip(*todo)) if todo else ([], [], [])
+        with engine.begin() as conn:
+            # the untouched tiles of the version before are the same bytes at this one; the
+            # touched ones stay behind (never served) and are rendered by build_pyramid below
             stats["restamped"] = conn.execute(sa.text(
-                "UPDATE tile_cache SET data_version = :v, run_id = :run WHERE layer = :l AND scope = :s "
-                "AND query = :q AND data_version = :prev"),
+                "UPDATE tile_cache c SET data_version = :v, run_id = :run WHERE layer = :l AND scope = :s "
+                "AND query = :q AND data_version = :prev AND NOT EXISTS (SELECT 1 FROM unnest("
+                "CAST(:zs AS int[]), CAST(:xs AS int[]), CAST(:ys AS int[])) t(z, x, y) "
+                "WHERE t.z = c.z AND t.x = c.x AND t.y = c.y)"),
                 {"v": after["version"], "run": after["run_id"], "l": layer_id, "s": scope, "q": _DEFAULT_QUERY,
-                 "prev": before["version"]}).rowcount
-        stats["rendered"] = len(todo)
+                 "prev": before["version"], "zs": zs, "xs": xs, "ys": ys}).rowcount
+        stats["touched"] = len(todo)
 
     def on_zoom(_layer, z, n):
         say(f"瓦片：第 {z} 级（{n} 个）")
 
     built = tiles.build_pyramid(engine, (layer_id,), maxzoom=maxzoom, who=who, progress=on_zoom)
-    stats["built"] = built["tiles"]
+    stats["built"] = built["tiles"]  # the touched tiles with data, and any missing one
     with engine.begin() as conn:
         if after["run_id"] is not None:  # the web map asks ?run=<id>: the same tiles
             conn.execute(sa.text(
@@ -236,12 +236,6 @@ def render_pyramid(engine: sa.Engine, layer_id: str = "parcels", who: Principal 
             "SELECT coalesce(sum(length(mvt)), 0) FROM tile_cache WHERE layer = :l AND scope = :s AND query = :q"),
             {"l": layer_id, "s": scope, "q": _DEFAULT_QUERY}).scalar())
     stats["seconds"] = round(time.perf_counter() - t0, 2)
-    say(f"瓦片：重绘 {stats['rendered']}，沿用 {stats['restamped']}，新建 {stats['built']}，"
+    say(f"瓦片：绘制 {stats['built']}，沿用 {stats['restamped']}，"
         f"{stats['bytes'] / 1e6:.1f} MB，用时 {stats['seconds']} 秒")
     return stats
-
-
-def _render_one(conn: sa.Connection, lay, who: Principal, scope: str, z: int, x: int, y: int) -> None:
-    key = {"layer": lay.id, "scope": scope, "query": _DEFAULT_QUERY, "z": z, "x": x, "y": y}
-    row = tiles.render_tile(conn, lay, who, z, x, y, None, None)
-    tile_cache.write_tile(conn, key, int(row.dv or 0), row.run_id, bytes(row.mvt or b"") or None)

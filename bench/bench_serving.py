@@ -258,7 +258,7 @@ def publish(url: str) -> dict:
     feats_s = time.perf_counter() - t
     with eng.connect() as conn:
         out = {
-            "tiles_s": tiles_s, "tiles": tiles["built"] + tiles["rendered"], "tiles_mvt_mb": tiles["bytes"] / 1e6,
+            "tiles_s": tiles_s, "tiles": tiles["built"], "tiles_mvt_mb": tiles["bytes"] / 1e6,
             "tile_cache_mb": conn.execute(sa.text("SELECT pg_total_relation_size('tile_cache')")).scalar() / 1e6,
             "tile_rows": conn.execute(sa.text("SELECT count(*) FROM tile_cache")).scalar(),
             "features_s": feats_s, "features": sum(f["features"] for f in feats), "classes": len(feats),

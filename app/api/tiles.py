@@ -499,38 +499,55 @@ LATERAL generate_series(greatest({ty.format(lat='y1')}, 0), least({ty.format(lat
 
 
 def build_pyramid(engine: sa.Engine, layer_ids=("parcels",), *, maxzoom: int = TILEJSON_MAXZOOM,
-                  who: Principal | None = None, year: int | None = None, progress=None) -> dict:
+                  who: Principal | None = None, year: int | None = None, progress=None,
+                  workers: int | None = None) -> dict:
     """Render every tile with data, zoom 0 to ``maxzoom``, into ``tile_cache`` for ``who``
-    (default: an anonymous public caller) and ``year`` (default: the newest) — what ``mujun tiles
-    build`` runs after a run is published or land is imported. The data version is global, so
-    after any change every tile is rendered again; tiles already current are skipped (an
-    interrupted build resumes). Returns counts, bytes and seconds."""
+    (default: an anonymous public caller) and ``year`` (default: the newest) — what a publish
+    (app/render.py) and ``mujun tiles build`` run. Tiles already current are skipped (an
+    interrupted build resumes); the others are rendered on ``workers`` connections at once
+    (default: the CPU cores, at most 4 — PostgreSQL does the work). Returns counts, bytes and
+    seconds. Raises ``RuntimeError`` when this database role cannot use ``tile_cache``."""
+    import os
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     who = who or Principal("public")
+    workers = workers or max(1, min(len(os.sched_getaffinity(0)), 4))
     out = {"tiles": 0, "empty": 0, "skipped": 0, "bytes": 0, "seconds": 0.0}
     t0 = time.perf_counter()
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    scope = principal_scope(who)
+    query = f"run=None&year={year}"
+
+    def render_some(lay: Layer, z: int, xy: list) -> list[int]:
+        sizes = []
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            for x, y in xy:
+                row = render_tile(c, lay, who, z, x, y, None, year)
+                body = bytes(row.mvt or b"") or None
+                tile_cache.write_tile(c, {"layer": lay.id, "scope": scope, "query": query, "z": z, "x": x, "y": y},
+                                      int(row.dv or 0), row.run_id, body)
+                sizes.append(len(body or b""))
+        return sizes
+
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn, \
+            ThreadPoolExecutor(workers) as pool:
+        if not tile_cache.ensure_tile_table(conn):
+            raise RuntimeError("tile_cache cannot be created or read with this database role: "
+                               "grant it CREATE on the schema (or run `mujun tiles build` as the owner)")
         for lid in layer_ids:
             lay = LAYERS[lid]
             for z in range(MINZOOM.get(lid, 0), maxzoom + 1):
                 xy = conn.execute(sa.text(_tiles_with_data_sql(lay)), {"z": z}).all()
-                for x, y in xy:
-                    key = {"layer": lid, "scope": principal_scope(who), "query": f"run=None&year={year}",
-                           "z": z, "x": x, "y": y}
-                    hit = tile_cache.read_tile(conn, key)
-                    if hit is None:
-                        raise RuntimeError("tile_cache cannot be created or read with this database role: "
-                                           "grant it CREATE on the schema (or run `mujun tiles build` as the owner)")
-                    if hit.data_version is not None and hit.data_version == hit.dv:
-                        out["skipped"] += 1
-                        continue
-                    row = render_tile(conn, lay, who, z, x, y, None, year)
-                    body = bytes(row.mvt or b"") or None
-                    tile_cache.write_tile(conn, key, int(row.dv or 0), row.run_id, body)
-                    out["tiles"] += 1
-                    out["empty"] += body is None
-                    out["bytes"] += len(body or b"")
+                current = set(conn.execute(sa.text(
+                    "SELECT x, y FROM tile_cache WHERE layer = :l AND scope = :s AND query = :q AND z = :z "
+                    "AND data_version = (SELECT version FROM data_version WHERE id = 1)"),
+                    {"l": lid, "s": scope, "q": query, "z": z}).all())
+                todo = [(x, y) for x, y in xy if (x, y) not in current]
+                out["skipped"] += len(xy) - len(todo)
+                for sizes in pool.map(lambda part: render_some(lay, z, part), [todo[i::workers] for i in range(workers)]):
+                    out["tiles"] += len(sizes)
+                    out["empty"] += sum(1 for n in sizes if n == 0)
+                    out["bytes"] += sum(sizes)
                 if progress:
                     progress(lid, z, len(xy))
     out["seconds"] = round(time.perf_counter() - t0, 2)
