@@ -101,6 +101,20 @@ def test_written_run_equals_the_outputs_and_the_layers_show_it(run, engine):
         assert n_sub == len(res["sublots"])
         n_el = conn.execute(sa.text("SELECT count(*) FROM enterprise_land WHERE year = :y"), {"y": YEAR}).scalar()
         assert n_el == len(res["enterprise_land"])
+        # 亩均税收 beside each grade: (tax + refund) / land of the subject itself, never a neighbour's
+        checks = conn.execute(sa.text("""
+            SELECT count(*) FILTER (WHERE r.tax_per_mu IS NOT NULL),
+                   count(*) FILTER (WHERE abs(r.tax_per_mu - (m.tax_paid + coalesce(m.tax_refund, 0))
+                                              / el.land_area_mu) > 1e-9 * abs(r.tax_per_mu))
+            FROM enterprise_ratings r JOIN metrics m ON m.uscc = r.uscc AND m.year = r.year
+            JOIN enterprise_land el ON el.uscc = r.uscc AND el.year = r.year
+            WHERE r.run_id = :r AND el.land_area_mu >= 0.01"""), {"r": w.run_id}).one()
+        assert checks[0] > 0 and checks[1] == 0, checks
+        idle = conn.execute(sa.text("""
+            SELECT count(*) FILTER (WHERE r.idle = EXISTS (SELECT 1 FROM land_links l
+                                    WHERE l.identity_code = r.identity_code AND l.year = r.year)), count(*)
+            FROM parcel_ratings r WHERE r.run_id = :r"""), {"r": w.run_id}).one()
+        assert idle[0] == 0 and idle[1] > 0  # idle exactly when nobody is linked to the land
 
     from app.main import create_app
     from tests.test_tiles import features_in, lonlat_to_tile
