@@ -106,7 +106,8 @@ def write_province(engine: sa.Engine, out: str | Path, province: str | Path, yea
                 rows[t] = rows.get(t, 0) + v
             if progress:
                 code = frames["land"]["county"].iloc[0] if len(frames["land"]) else county
-                progress(f"县 {k}/{len(counties)}（{code}）已写入数据库：宗地 {counts['parcels']}，"
+                progress(f"县 {k}/{len(counties)}（{code}）已写入数据库：宗地 {len(frames['land'])}"
+                         f"（新版本 {counts['parcels']}），"
                          f"地企对应 {counts['land_links']}，企业评价 {counts['enterprise_ratings']}，"
                          f"宗地评价 {counts['parcel_ratings']}，{time.perf_counter() - tc:.1f} 秒")
     except BaseException:

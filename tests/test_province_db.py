@@ -172,3 +172,26 @@ def test_a_failing_county_rolls_back_alone(run, engine, monkeypatch):
         n = conn.execute(sa.text("SELECT count(*) FROM parcel_ratings WHERE run_id = :r"), {"r": run_id}).scalar()
     # the first county is written, the second rolled back (and the third never started)
     assert n == len(pd.read_parquet(run["out"] / "parcel_ratings" / "00000.parquet")) > 0
+
+
+def test_cli_run_with_db_writes_and_publishes(run, db_url, tmp_path):
+    """`mujun run --province … --db --publish`: a Chinese line per county, the run published."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = os.environ | {"DATABASE_URL": db_url, "MUJUN_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200",
+                        "MUJUN_RENDER_AT_PUBLISH": "0"}
+    p = subprocess.run([sys.executable, "-m", "app.cli", "run", "--province", str(run["province"]), "--year",
+                        str(YEAR), "--out", str(tmp_path / "out"), "--workers", "1", "--db", "--publish"],
+                       env=env, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    said = p.stdout + p.stderr  # progress lines go to the console (stderr), the summary to stdout
+    assert said.count("已写入数据库：宗地") == 3 and "已发布" in p.stdout, said
+    eng = sa.create_engine(db_url)
+    with eng.connect() as conn:
+        run_id, status = conn.execute(sa.text("SELECT id, status FROM evaluation_runs")).one()
+        n = conn.execute(sa.text("SELECT count(*) FROM parcel_ratings WHERE run_id = :r"), {"r": run_id}).scalar()
+    eng.dispose()
+    assert status == "published" and n == len(run["res"]["parcel_ratings"])
