@@ -22,8 +22,9 @@ are not in the cache yet (the first build, or land in new places) are then rende
 :func:`app.api.tiles.build_pyramid`, which skips the current ones.
 
 What is pre-built: layers :data:`PYRAMID_LAYERS`, zoom 0 to ``TILEJSON_MAXZOOM``, for the
-anonymous caller (``settings.anonymous_role``) — under the default query (no ``run``/``year``:
-TileJSON, QGIS) and under ``?run=<shown run>`` (what the web map asks, the same bytes). Tiles of
+anonymous caller (``settings.anonymous_role``) under the default query (no ``run``/``year``:
+TileJSON, QGIS); the web map's ``?run=<shown run>`` is answered from the same rows
+(``app.api.tiles.CachedTiles`` checks the row's run). Tiles of
 older data versions of this scope are deleted. Keyed callers and other runs are rendered on
 request and kept (:mod:`app.cache`), as before.
 
@@ -180,8 +181,7 @@ def render_pyramid(engine: sa.Engine, layer_id: str = "parcels", who: Principal 
                    before: dict | None = None, maxzoom: int = tiles.TILEJSON_MAXZOOM, progress=None) -> dict:
     """Bring ``layer_id``'s pyramid for ``who`` (default: anonymous public) to the current data
     version: render the tiles touched since ``before`` (:func:`snapshot`), re-stamp the others,
-    render the missing ones, copy them under the map's ``?run=<shown run>``, delete older
-    versions. Without ``before`` every tile is rendered (skipping current ones).
+    render the missing ones, delete older versions. Without ``before`` every tile is rendered (skipping current ones).
 
     Returns ``touched`` (tiles a changed feature meets; None without ``before``), ``restamped``,
     ``built`` (tiles rendered: the touched ones with data, and any missing), ``changed_features``,
@@ -220,15 +220,6 @@ def render_pyramid(engine: sa.Engine, layer_id: str = "parcels", who: Principal 
     built = tiles.build_pyramid(engine, (layer_id,), maxzoom=maxzoom, who=who, progress=on_zoom)
     stats["built"] = built["tiles"]  # the touched tiles with data, and any missing one
     with engine.begin() as conn:
-        if after["run_id"] is not None:  # the web map asks ?run=<id>: the same tiles
-            conn.execute(sa.text(
-                "INSERT INTO tile_cache (layer, scope, query, z, x, y, data_version, run_id, mvt) "
-                "SELECT layer, scope, :q2, z, x, y, data_version, run_id, mvt FROM tile_cache "
-                "WHERE layer = :l AND scope = :s AND query = :q AND data_version = :v AND run_id = :run "
-                "ON CONFLICT (layer, scope, query, z, x, y) DO UPDATE SET data_version = EXCLUDED.data_version, "
-                "run_id = EXCLUDED.run_id, mvt = EXCLUDED.mvt WHERE tile_cache.data_version <= EXCLUDED.data_version"),
-                {"q2": f"run={after['run_id']}&year=None", "l": layer_id, "s": scope, "q": _DEFAULT_QUERY,
-                 "v": after["version"], "run": after["run_id"]})
         # tiles of older versions are never served again: free the space
         conn.execute(sa.text("DELETE FROM tile_cache WHERE layer = :l AND scope = :s AND data_version < :v"),
                      {"l": layer_id, "s": scope, "v": after["version"]})

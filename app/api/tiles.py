@@ -330,7 +330,11 @@ async def _cached_tile(scope, m) -> Response | None:
     who: Principal = state.keys.anonymous
     if not who.at_least("public"):
         return None
-    key = {"layer": lay.id, "scope": principal_scope(who), "query": f"run={query['run']}&year={query['year']}",
+    # ?run=<id> (what the web map asks) is the default tile when <id> is the run it shows: the
+    # same statement result, so the pre-built default row answers it (its run_id is checked)
+    want_run = query["run"] if query["year"] is None else None
+    key = {"layer": lay.id, "scope": principal_scope(who),
+           "query": "run=None&year=None" if want_run is not None else f"run=None&year={query['year']}",
            "z": z, "x": x, "y": y}
     import psycopg
     from psycopg_pool import PoolTimeout
@@ -342,10 +346,10 @@ async def _cached_tile(scope, m) -> Response | None:
                 usable = state.tile_cache_async = bool((await (await conn.execute(_CAN_CACHE_SQL)).fetchone())[0])
             if not usable:
                 return None
-            dv, version, _, mvt = await (await conn.execute(tile_cache.TILE_READ_ASYNC, key)).fetchone()
+            dv, version, run_id, mvt = await (await conn.execute(tile_cache.TILE_READ_ASYNC, key)).fetchone()
     except (psycopg.Error, PoolTimeout):
         return None  # the sync path answers (and maps the error to a 503 if it persists)
-    if version is None or version != dv:
+    if version is None or version != dv or (want_run is not None and run_id != want_run):
         return None
     request = Request(scope)
     _, headers, r304 = etag_response(request, int(dv), who, cache_control=_cache_control(who))
