@@ -285,33 +285,36 @@ def explain(url: str, sql: str) -> str:
 # --------------------------------------------------------------------------- profile
 
 
-def profile(pid: int, seconds: float, url: str, connections: int, lua: str | None) -> list[tuple[str, float]]:
-    """py-spy on one server worker during a wrk run: the share of samples per leaf-most frame of
-    interest (idle = waiting in the event loop's select)."""
+def profile(pids: list[int], seconds: float, url: str, connections: int, lua: str | None) -> list[tuple[str, float]]:
+    """py-spy on every server worker during a wrk run: the busy share of wall time (py-spy leaves
+    out idle samples: a worker waiting in epoll) and the share of busy samples per innermost frame
+    of interest."""
     spy = ensure_venv(SPY, "py-spy==0.4.3") / "bin" / "py-spy"
-    out = tempfile.NamedTemporaryFile(suffix=".txt", delete=False).name
-    p = subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "250", "-f", "raw",
-                          "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    outs = [tempfile.NamedTemporaryFile(suffix=".txt", delete=False).name for _ in pids]
+    procs = [subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "250", "-f", "raw",
+                               "-o", out, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for pid, out in zip(pids, outs)]
     time.sleep(1)
     wrk(url, seconds - 2, connections, lua)
-    _, err = p.communicate(timeout=120)
-    if p.returncode:
-        print(f"py-spy failed: {err[-300:]}", flush=True)
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        if p.returncode:
+            print(f"py-spy failed: {err[-300:]}", flush=True)
     counts: dict[str, float] = {}
     total = 0.0
-    expected = 250 * seconds
-    for line in Path(out).read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
-            continue
-        total += int(n)
-        frames = stack.split(";")
-        counts[_bucket(frames)] = counts.get(_bucket(frames), 0) + int(n)
-    os.unlink(out)
+    expected = 250 * seconds * len(pids)
+    for out in outs:
+        for line in Path(out).read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if not n.isdigit():
+                continue
+            total += int(n)
+            b = _bucket(stack.split(";"))
+            counts[b] = counts.get(b, 0) + int(n)
+        os.unlink(out)
     if not total:
         return []
-    # py-spy leaves out idle samples (the worker waiting in epoll): the rest is CPU time
-    return [("busy (share of wall time)", 100 * total / expected)] + sorted(
+    return [("busy (share of wall time, all workers)", 100 * total / expected)] + sorted(
         ((k, 100 * v / total) for k, v in counts.items()), key=lambda kv: -kv[1])
 
 
@@ -460,7 +463,7 @@ def main() -> None:
         prof = {}
         for name, mu, mlua, tu, sqls in scenarios:
             if mlua or "bbox" in name:
-                prof[name] = profile(workers_of(mujun)[0], 10, mu, a.connections, mlua)
+                prof[name] = profile(workers_of(mujun), 10, mu, a.connections, mlua)
                 print(name, prof[name][:8], flush=True)
         plans = {}
         for name, _mu, _ml, _tu, sqls in scenarios:
@@ -552,8 +555,9 @@ def _markdown(a, started, load0, load1, pub, res, prof, plans, q) -> str:
               "; ".join(f"{n.split(' (')[0]}: dynamic {p.get('dynamic')}, cached {p.get('cached')}"
                         for n, p in plans.items()) + ".", ""]
     if prof:
-        lines += ["py-spy (`record --nonblocking`, 250 Hz) on one of mujun's workers during a further wrk run of "
-                  "the scenario: share of samples by where the innermost frame was.", ""]
+        lines += ["py-spy (`record --nonblocking`, 250 Hz) on each of mujun's workers during a further wrk run of "
+                  "the scenario: how busy the workers were, then the share of their busy samples by where the "
+                  "innermost Python frame was.", ""]
         for name, buckets in prof.items():
             lines.append(f"- {name}: " + ", ".join(f"{k} {v:.0f} %" for k, v in buckets[:7]))
         lines.append("")
