@@ -489,8 +489,8 @@ def main() -> None:
             q["export.fgb, plain `/vsicurl/` URL"] = qgis([script, M, "parcels", "--only-ogr", "--ogr-url", fgb], 600)
             q["export.fgb, `/vsicurl_streaming/`"] = qgis([script, M, "parcels", "--only-ogr", "--ogr-url",
                                                          f"/vsicurl_streaming/{fgb}"], 600)
-            q["vector tiles, whole extent rendered (1280×900)"] = qgis(
-                [str(ROOT / "bench" / "qgis_tiles.py"), M, "parcels"], 600)
+            q["vector tiles + MapLibre style URL, whole extent rendered (1280×900)"] = qgis(
+                [str(ROOT / "bench" / "qgis_tiles.py"), M, "parcels", "--style"], 600)
             for k in list(q)[1:]:
                 print("qgis", k, q[k], flush=True)
             budget = a.tipg_qgis_timeout

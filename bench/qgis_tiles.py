@@ -32,6 +32,7 @@ def main() -> int:
     ap.add_argument("url")
     ap.add_argument("layer")
     ap.add_argument("--size", default="1280x900")
+    ap.add_argument("--style", action="store_true", help="draw with the server's MapLibre style (tier colours)")
     a = ap.parse_args()
     w, h = (int(v) for v in a.size.split("x"))
     app = QgsApplication([], False)
@@ -41,8 +42,13 @@ def main() -> int:
         t0 = time.perf_counter()
         base = a.url.rstrip("/")
         uri = f"type=xyz&url={base}/tiles/{a.layer}/{{z}}/{{x}}/{{y}}.pbf&zmin=0&zmax=16"
+        if a.style:  # what QGIS's connection dialog calls "Style URL"
+            uri += f"&styleUrl={base}/styles/{a.layer}/maplibre.json"
         layer = QgsVectorTileLayer(uri, a.layer)
         out["valid"] = layer.isValid()
+        if a.style and layer.isValid():
+            res = layer.loadDefaultStyle()
+            out["style"] = [str(v) for v in res] if isinstance(res, tuple) else str(res)
         if layer.isValid():
             # the data's extent (TileJSON bounds), in the map's EPSG:3857
             import urllib.request
