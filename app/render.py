@@ -105,12 +105,10 @@ def _pyramid_on(s: Settings, who: Principal) -> bool:
     return s.tile_cache and who.at_least("public")
 
 
-def _build_features(engine: sa.Engine, s: Settings, progress) -> list | None:
-    """helper K's feature cache (app.feature_cache), when it is there."""
-    try:
-        from app.feature_cache import build_feature_cache
-    except ImportError:  # not in this version
-        return None
+def _build_features(engine: sa.Engine, s: Settings, progress) -> list:
+    """Every collection's GeoJSON per visibility class (:mod:`app.feature_cache`, incremental)."""
+    from app.feature_cache import build_feature_cache
+
     if progress:
         progress("预渲染要素（GeoJSON）…")
     return build_feature_cache(engine, publish_links=s.publish_links)
