@@ -679,7 +679,8 @@ def run_province_(province: Path = typer.Option(..., exists=True, file_okay=Fals
                   publish: bool = typer.Option(False, help="with --db: publish the run for its year"),
                   ) -> None:
     """全省分县并行：按县（Dask 任务）建地、地企对应、分割、合并、分摊、评价；结果写 GeoParquet（--db：再写入数据库）。"""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn)
 
     from app.province import partitions, run_province
     from scoring import SchemeError
@@ -690,14 +691,23 @@ def run_province_(province: Path = typer.Option(..., exists=True, file_okay=Fals
         fail(str(exc))
     if to_db:
         ready_url()  # a database problem shows before the run, not after it
-    stages = {"prepare": "建地", "match": "地企对应", "rate": "评价"}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
-        tasks = {str(i): bar.add_task(f"县 {i + 1}/{n}", total=len(stages)) for i in range(n)}
+    with Progress(TextColumn("全省"), BarColumn(), TaskProgressColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console) as bar:
+        task = bar.add_task("", total=3 * n)
 
-        def progress(i: str, stage: str) -> None:
-            if i in tasks:
-                bar.update(tasks[i], advance=1, description=f"县 {int(i) + 1}/{n} {stages.get(stage, stage)}")
+        def progress(e) -> None:  # app.province.CountyProgress: a county finished a stage
+            r, pct = e.rows, f"全省 {e.done / e.total:.0%}"
+            name = f"县 {e.county}（第 {e.index + 1}/{n} 县）"
+            if e.stage == "prepare":
+                line = f"{name} 建地完成：宗地 {r['land']:,} 块，企业 {r['enterprises']:,} 家"
+            elif e.stage == "match":
+                line = (f"{name} 地企对应、分割完成：{r['links']:,} 条对应（邻县宗地 {r['halo_land']:,} 块、"
+                        f"企业 {r['halo_enterprises']:,} 家参与）")
+            else:
+                line = (f"{name} 合并、分摊、评价完成：宗地 {r['land']:,} 块，地企对应 {r['links']:,} 条，"
+                        f"企业评价 {r['enterprise_ratings']:,} 条，宗地评价 {r['parcel_ratings']:,} 条 — {pct}")
+                bar.console.print(line)
+            bar.update(task, completed=e.done, description=line)
 
         try:
             report = run_province(province, year, out, scheduler=scheduler, workers=workers, scheme=scheme,

@@ -28,9 +28,11 @@ partitioned run must equal exactly (tests/test_dask_province.py).
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
@@ -45,18 +48,30 @@ from app.models import METRIC_COLUMNS
 from scoring import evaluate, load_scheme
 from spatial.apportion import apportion_metrics, enterprise_land
 from spatial.crs import metric_crs_for, normalize_coord_sys, to_cgcs2000
-from spatial.identity import build_land
+from spatial.identity import _isin, build_land
 from spatial.match import match_enterprises
 from spatial.partition import county_keys, halo, holder_homes, neighbours
 from spatial.split import split_shares, sublot_geometries
 
-__all__ = ["run_province", "run_single", "ProvinceReport", "OUTPUTS"]
+__all__ = ["run_province", "run_single", "ProvinceReport", "CountyProgress", "OUTPUTS"]
 
 ROLES = ("parcels", "defacto", "buildings", "enterprises", "metrics", "leases", "corrections")
 #: Output tables (one Parquet file per county under ``OUT/<table>/``).
 OUTPUTS = ("land", "links", "sublots", "enterprise_land", "parcel_metrics", "enterprise_ratings", "parcel_ratings")
 _RATING_COLUMNS = ["subject_id", "county", "list_name", "group", "evaluated", "excluded_reason", "score", "rank",
                    "rank_n", "percentile", "band_grade", "grade"]
+
+
+@dataclass
+class CountyProgress:
+    """A county finished a stage of :func:`run_province` (the ``progress`` callback's argument)."""
+
+    index: int           #: row group of the county in the province files
+    county: str | None   #: its 6-digit code
+    stage: str           #: ``prepare`` (land built), ``match`` (links, sub-lots) or ``rate`` (outputs written)
+    rows: dict[str, int]  #: rows of the stage: land/enterprises, links/halo, or each output table
+    done: int            #: stages finished so far, all counties
+    total: int           #: stages in all (3 per county)
 
 
 @dataclass
@@ -254,26 +269,112 @@ def run_single(path: str | Path, year: int, *, scheme: str = "zhejiang_default",
 def _scratch(root: Path, stage: str, i: int) -> Path:
     d = root / stage
     d.mkdir(parents=True, exist_ok=True)
-    return d / f"{i:05d}.parquet"
+    return d / f"{i:05d}.arrow"
+
+
+def _write_scratch(df: pd.DataFrame, f: Path) -> None:
+    """One frame as an uncompressed Arrow IPC file (geometry as WKB, its CRS in the metadata).
+
+    Each scratch file is read by the tasks of its county and of every neighbour: a memory-mapped
+    IPC file costs ~5 ms to read into pandas where the same rows as GeoParquet cost 15-40 ms."""
+    plain = pd.DataFrame(df)
+    meta = {}
+    if isinstance(df, gpd.GeoDataFrame):
+        name = df.geometry.name
+        g = np.asarray(df.geometry.values)
+        plain[name] = shapely.to_wkb(g)
+        meta = {b"geometry": name.encode(), b"crs": df.crs.to_json().encode()}
+        if (shapely.get_type_id(g[~shapely.is_missing(g)]) == 0).all():
+            # points: their coordinates too, so a halo is chosen without parsing WKB (_POINT_XY)
+            plain[_POINT_XY[0]], plain[_POINT_XY[1]] = shapely.get_x(g), shapely.get_y(g)
+    table = pa.Table.from_pandas(plain, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    with pa.OSFile(str(f), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+
+
+def _table(root: Path, stage: str, i: int) -> pa.Table:
+    return pa.ipc.open_file(pa.memory_map(str(_scratch(root, stage, i)))).read_all()
+
+
+def _frame(table: pa.Table) -> pd.DataFrame:
+    meta = table.schema.metadata or {}
+    df = table.drop_columns([c for c in _POINT_XY if c in table.column_names]).to_pandas()
+    name = meta.get(b"geometry", b"").decode()
+    if name in df.columns:
+        df[name] = shapely.from_wkb(df[name].to_numpy())
+        df = gpd.GeoDataFrame(df, geometry=name, crs=_crs(meta[b"crs"]))
+    return df
+
+
+@functools.lru_cache(maxsize=8)
+def _crs(text: bytes):
+    from pyproj import CRS
+
+    return CRS.from_json(text.decode())
+
+
+def _load(root: Path, stage: str, idx: list[int], columns: list[str] | None = None) -> pd.DataFrame:
+    """The scratch frames of counties ``idx`` (in that order), only ``columns`` if given."""
+    frames = []
+    for i in idx:
+        t = _table(root, stage, i)
+        frames.append(_frame(t.select([c for c in columns if c in t.column_names]) if columns else t))
+    return _concat(frames)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    out = pd.concat(frames, ignore_index=True)
+    geo = next((f for f in frames if isinstance(f, gpd.GeoDataFrame)), None)
+    if geo is not None:
+        out = gpd.GeoDataFrame(out, geometry=geo.geometry.name, crs=geo.crs)
+    return out
+
+
+#: The columns :func:`spatial.partition.halo` chooses rows by (``_POINT_XY``: the points).
+_POINT_XY = ("__x", "__y")
+_HALO_COLUMNS = {"land": ["county", "parcel_code", "identity_code", "owner_uscc", "user_uscc", "geometry"],
+                 "enterprises": ["county", "uscc", *_POINT_XY], "buildings": ["parcel_code", "geometry"]}
+
+
+def _halo_input(root: Path, county: str | None, idx: list[int], tol: float) -> dict[str, pd.DataFrame]:
+    """The land, enterprises, buildings, leases and corrections the match of ``county`` needs
+    (its own and its halo, :func:`spatial.partition.halo`) from the scratch of counties ``idx``.
+
+    The halo is chosen on the few columns it depends on (points from their coordinates); only the
+    chosen rows are then read whole, county by county as before, in the same order."""
+    tables = {role: [_table(root, role, j) for j in idx] for role in _HALO_COLUMNS}
+    slim = {}
+    for role, ts in tables.items():
+        frames = []
+        for t in ts:
+            if role == "enterprises":
+                df = t.select(["county", "uscc"]).to_pandas()
+                x, y = (t.column(c).to_numpy() for c in _POINT_XY)
+                geom = np.full(len(df), None, dtype=object)
+                ok = ~np.isnan(x) & ~np.isnan(y)
+                geom[ok] = shapely.points(x[ok], y[ok])
+                frames.append(gpd.GeoDataFrame(df, geometry=geom))
+            else:
+                frames.append(_frame(t.select(_HALO_COLUMNS[role])))
+        slim[role] = _concat(frames)
+    leases, corrections = _load(root, "leases", idx), _load(root, "corrections", idx)
+    sel = halo(county, slim["land"], slim["enterprises"], slim["buildings"], leases, corrections, tolerance_m=tol)
+    out = {"leases": sel["leases"].reset_index(drop=True), "corrections": sel["corrections"].reset_index(drop=True)}
+    for role, ts in tables.items():
+        pos = sel[role].index.to_numpy()  # halo keeps the positions in the concatenation as its index
+        ends = np.cumsum([t.num_rows for t in ts])
+        out[role] = _concat([_frame(t.take(pos[(pos >= end - t.num_rows) & (pos < end)] - (end - t.num_rows)))
+                             for t, end in zip(ts, ends)])
+    return out
 
 
 def _write(df: pd.DataFrame, f: Path) -> None:
+    """An output table: GeoParquet (or Parquet), what :func:`read_outputs` and other tools read."""
     if isinstance(df, gpd.GeoDataFrame):
         df.to_parquet(f, index=False)
     else:
         pd.DataFrame(df).to_parquet(f, index=False)
-
-
-def _load(root: Path, stage: str, idx: list[int]) -> pd.DataFrame:
-    frames = []
-    for i in idx:
-        f = _scratch(root, stage, i)
-        meta = pq.read_schema(f).metadata or {}
-        frames.append(gpd.read_parquet(f) if b"geo" in meta else pd.read_parquet(f))
-    out = pd.concat(frames, ignore_index=True)
-    if any(isinstance(f, gpd.GeoDataFrame) for f in frames):
-        out = gpd.GeoDataFrame(out, geometry="geometry", crs=frames[0].crs)
-    return out
 
 
 def _task_prepare(path: str, i: int, crs, scratch: str) -> dict:
@@ -281,74 +382,81 @@ def _task_prepare(path: str, i: int, crs, scratch: str) -> dict:
     root = Path(scratch)
     data = read_county(path, i, crs)
     land = _land(data)
-    _write(land, _scratch(root, "land", i))
+    _write_scratch(land, _scratch(root, "land", i))
     for role in ("enterprises", "buildings", "metrics", "leases", "corrections"):
-        _write(data[role], _scratch(root, role, i))
+        _write_scratch(data[role], _scratch(root, role, i))
     geoms = np.concatenate([land.geometry.values, data["buildings"].geometry.values,
                             data["enterprises"].geometry.values])
     geoms = geoms[~shapely.is_missing(geoms)]
     return {"i": i, "county": land["county"].iloc[0] if len(land) else data["parcels"]["county"].iloc[0],
             "bounds": tuple(shapely.total_bounds(geoms).tolist()),
-            "keys": county_keys(land, data["enterprises"], data["leases"], data["corrections"])}
+            "keys": county_keys(land, data["enterprises"], data["leases"], data["corrections"]),
+            "rows": {"land": len(land), "enterprises": len(data["enterprises"])}}
 
 
 def _neighbours(prepared: list[dict], tol: float) -> dict:
-    """Per county index: the indices its tasks read; ``homes``: holder → county index."""
+    """Per county index: the indices its tasks read; ``homes``: holder → county index;
+    ``county``: index → county code; ``rows``: index → row counts."""
     by = {p["county"]: p for p in prepared}
     keys = {c: p["keys"] for c, p in by.items()}
     nb = neighbours({c: p["bounds"] for c, p in by.items()}, keys, tol)
     out = {by[c]["i"]: [by[d]["i"] for d in ds] for c, ds in nb.items()}
     out["homes"] = {h: by[c]["i"] for h, c in holder_homes(keys).items()}
+    out["county"] = {p["i"]: p["county"] for p in prepared}
+    out["rows"] = {p["i"]: p["rows"] for p in prepared}
     return out
 
 
-def _task_match(i: int, nb: dict[int, list[int]], scratch: str, tol: float, rule: str, *_deps) -> int:
-    """地企对应 and 多企共地分割 for the land of county *i* (its land + halo in memory)."""
+def _task_match(i: int, idx: list[int], scratch: str, tol: float, rule: str, *_deps) -> dict:
+    """地企对应 and 多企共地分割 for the land of county *i* (its land + halo in memory).
+
+    ``idx``: county *i* and its neighbours in index order (the single process's order: the
+    same sums in the same order)."""
     root = Path(scratch)
-    idx = sorted([i] + nb[i])  # the single process's county order: the same sums in the same order
-    land = _load(root, "land", idx)
     own = _load(root, "land", [i])
     c = own["county"].iloc[0] if len(own) else None
-    sel = halo(c, land, _load(root, "enterprises", idx), _load(root, "buildings", idx),
-               _load(root, "leases", idx), _load(root, "corrections", idx), tolerance_m=tol)
-    links = _match(sel["land"].reset_index(drop=True), sel["enterprises"].reset_index(drop=True),
-                   sel["buildings"].reset_index(drop=True), sel["leases"].reset_index(drop=True),
-                   sel["corrections"].reset_index(drop=True), tol, rule)
-    links = links[links["identity_code"].isin(own["identity_code"])].reset_index(drop=True).assign(county=c)
-    _write(links, _scratch(root, "links", i))
-    _write(sublot_geometries(own, links), _scratch(root, "sublots", i))
-    return len(links)
+    sel = _halo_input(root, c, idx, tol)
+    links = _match(sel["land"], sel["enterprises"], sel["buildings"], sel["leases"], sel["corrections"], tol, rule)
+    links = links[_isin(links["identity_code"], own["identity_code"])].reset_index(drop=True).assign(county=c)
+    _write_scratch(links, _scratch(root, "links", i))
+    _write_scratch(sublot_geometries(own, links), _scratch(root, "sublots", i))
+    return {"links": len(links), "halo_land": int((sel["land"]["county"] != c).sum()),
+            "halo_enterprises": int((sel["enterprises"]["county"] != c).sum())}
 
 
-def _task_rate(i: int, nb: dict[int, list[int]], scratch: str, out: str, year: int, scheme: str, *_deps) -> dict:
-    """一企多地合并, apportioned figures and both ratings for county *i*; writes its outputs."""
+def _task_rate(i: int, idx: list[int], homed: list[str], scratch: str, out: str, year: int, scheme: str,
+               *_deps) -> dict:
+    """一企多地合并, apportioned figures and both ratings for county *i*; writes its outputs.
+
+    ``idx``: county *i* and its neighbours in index order; ``homed``: the holders without an
+    enterprise row whose land county *i* merges (:func:`spatial.partition.holder_homes`).
+    Reads only the columns (and, for the figures, the rows) these steps use."""
     root = Path(scratch)
-    idx = sorted([i] + nb[i])  # the single process's county order: the same sums in the same order
     own = _load(root, "land", [i])
-    ents = _load(root, "enterprises", idx)
     # the single process's link order (identity_code, uscc): sums per enterprise in the same order
     links = _load(root, "links", idx).sort_values(["identity_code", "uscc"], kind="stable", ignore_index=True)
-    mine = _load(root, "enterprises", [i])
+    mine = _load(root, "enterprises", [i], ["uscc", "industry_code", "scale", "flags", "founded", "township",
+                                            "county"])
     # 一企多地合并: all links of our enterprises, wherever their land is
-    homed = [h for h, j in nb["homes"].items() if j == i]
-    ent_links = links[links["uscc"].isin(mine["uscc"]) | links["uscc"].isin(homed)]
-    land = _load(root, "land", idx)
+    ent_links = links[_isin(links["uscc"], mine["uscc"]) | _isin(links["uscc"], homed)]
+    land = _load(root, "land", idx, ["identity_code", "parcel_code", "area_m2"])
     # a holder is class II when anyone else is on its land: every link on those pieces
-    on_pieces = links[links["identity_code"].isin(ent_links["identity_code"])]
-    ent_land = enterprise_land(on_pieces, land[land["identity_code"].isin(on_pieces["identity_code"])])
-    ent_land = ent_land[ent_land["uscc"].isin(set(ent_links["uscc"]))].reset_index(drop=True)
+    on_pieces = links[_isin(links["identity_code"], ent_links["identity_code"])]
+    ent_land = enterprise_land(on_pieces, land[_isin(land["identity_code"], on_pieces["identity_code"])])
+    ent_land = ent_land[_isin(ent_land["uscc"], set(ent_links["uscc"]))].reset_index(drop=True)
     # figures on our land: every enterprise with a link on it (and those sharing its meters),
     # apportioned over all of that enterprise's links
-    core_links = links[links["identity_code"].isin(own["identity_code"])]
-    metrics = _load(root, "metrics", idx)
+    core_links = links[_isin(links["identity_code"], own["identity_code"])]
+    metrics = _figures(root, idx, set(core_links["uscc"]), mine["uscc"])
     who = set(core_links["uscc"])
-    meters = set(metrics.loc[metrics["uscc"].isin(who), "meter_id"].dropna())
-    who |= set(metrics.loc[metrics["meter_id"].isin(meters), "uscc"])
-    met = _metrics(metrics[metrics["uscc"].isin(who)])
-    pm = apportion_metrics(met, links[links["uscc"].isin(who)])
-    pm = pm[pm["identity_code"].isin(own["identity_code"])].reset_index(drop=True)
-    er, pr = _ratings(mine, own, core_links, ent_land, pm, metrics[metrics["uscc"].isin(mine["uscc"])],
-                      _occupants(ents), year, load_scheme(scheme))
+    meters = set(metrics.loc[_isin(metrics["uscc"], who), "meter_id"].dropna())
+    who |= set(metrics.loc[_isin(metrics["meter_id"], meters), "uscc"])
+    met = _metrics(metrics[_isin(metrics["uscc"], who)])
+    pm = apportion_metrics(met, links[_isin(links["uscc"], who)])
+    pm = pm[_isin(pm["identity_code"], own["identity_code"])].reset_index(drop=True)
+    occupants = _load(root, "enterprises", idx, ["uscc", "industry_code", "scale"])
+    er, pr = _ratings(mine, own, core_links, ent_land, pm, metrics[_isin(metrics["uscc"], mine["uscc"])],
+                      _occupants(occupants), year, load_scheme(scheme))
     res = {"land": own, "links": core_links, "sublots": _load(root, "sublots", [i]), "enterprise_land": ent_land,
            "parcel_metrics": pm, "enterprise_ratings": er, "parcel_ratings": pr}
     for table, df in res.items():
@@ -358,19 +466,35 @@ def _task_rate(i: int, nb: dict[int, list[int]], scratch: str, out: str, year: i
     return {t: len(df) for t, df in res.items()}
 
 
+def _figures(root: Path, idx: list[int], who: set, mine: pd.Series) -> pd.DataFrame:
+    """The figures (metrics rows) of counties ``idx`` the rate step can use, in index order:
+    those of ``who`` and ``mine`` and of every enterprise sharing a meter with ``who`` (all the
+    rows the step's own selections pick). Selected in Arrow: only those rows reach pandas."""
+    import pyarrow.compute as pc
+
+    t = pa.concat_tables([_table(root, "metrics", j) for j in idx], promote_options="permissive")
+    uscc, meter = t.column("uscc").cast(pa.string()), t.column("meter_id").cast(pa.string())
+    in_who = pc.is_in(uscc, value_set=pa.array(list(who), pa.string()))
+    meters = pc.unique(pc.drop_null(pc.filter(meter, in_who)))
+    sharing = pc.is_in(meter, value_set=meters)  # a null meter_id is no meter
+    sharers = pc.unique(pc.filter(uscc, sharing))
+    want = pc.or_(pc.or_(in_who, sharing), pc.or_(pc.is_in(uscc, value_set=sharers),
+                                                 pc.is_in(uscc, value_set=pa.array(list(mine.dropna()), pa.string()))))
+    return _frame(t.filter(want))
+
+
 def run_province(path: str | Path, year: int, out: str | Path, *, scheduler: str | None = None,
                  workers: int | None = None, scheme: str = "zhejiang_default", tolerance_m: float = 30.0,
                  rule: str = "equal", scratch: str | Path | None = None, processes: bool = True,
-                 progress: Callable[[str, str], None] | None = None, client=None) -> ProvinceReport:
+                 progress: Callable[[CountyProgress], None] | None = None, client=None) -> ProvinceReport:
     """Run the province county by county on Dask; outputs under ``out/<table>/<county>.parquet``.
 
     ``scheduler``: address of a running Dask scheduler (``tcp://host:8786``); without it a
     ``LocalCluster`` of ``workers`` (default: one per core) single-threaded workers.
-    ``progress(county, stage)`` is called as each county finishes a stage.
+    ``progress`` is called with a :class:`CountyProgress` as each county finishes a stage.
     Raises ``ValueError`` (Chinese) for a malformed province directory.
     """
     from distributed import Client, LocalCluster, as_completed
-    from dask import delayed
 
     path, out = Path(path), Path(out)
     n = partitions(path)
@@ -392,26 +516,48 @@ def run_province(path: str | Path, year: int, out: str | Path, *, scheduler: str
     else:
         close = False
     t0 = time.perf_counter()
-    try:
-        p, s = str(path), str(scratch)
-        bounds = [delayed(county_bounds, pure=True)(p, i, dask_key_name=f"bounds-{i}") for i in range(n)]
-        crs = delayed(province_crs)(bounds, dask_key_name="crs")
-        prep = [delayed(_task_prepare)(p, i, crs, s, dask_key_name=f"prepare-{i}") for i in range(n)]
-        nb = delayed(_neighbours)(prep, tolerance_m, dask_key_name="neighbours")
-        match = [delayed(_task_match)(i, nb, s, tolerance_m, rule, *prep, dask_key_name=f"match-{i}")
-                 for i in range(n)]
-        rate = [delayed(_task_rate)(i, nb, s, str(out), year, scheme, *match, dask_key_name=f"rate-{i}")
-                for i in range(n)]
-        futures = client.compute(prep + match + rate)
-        rows: dict[str, int] = {}
+    run = uuid.uuid4().hex[:8]  # task keys of this run only: a reused client must not return another run's
+
+    def key(stage: str, i: int) -> str:
+        return f"{stage}-{i}-{run}"
+
+    rows: dict[str, int] = {}
+    county: dict[int, str] = {}
+    done = 0
+
+    def finished(futures: dict) -> None:
+        nonlocal done
         for fut in as_completed(futures):
-            stage, i = fut.key.rsplit("-", 1) if isinstance(fut.key, str) else (str(fut.key), "0")
+            stage, i = futures[fut]
             result = fut.result()
-            if stage == "rate":
+            done += 1
+            if stage == "prepare":
+                county[i] = result["county"]
+                result = result["rows"]
+            elif stage == "rate":
                 for k, v in result.items():
                     rows[k] = rows.get(k, 0) + v
             if progress:
-                progress(i, stage)
+                progress(CountyProgress(i, county.get(i), stage, result, done, 3 * n))
+
+    try:
+        p, s = str(path), str(scratch)
+        bounds = [client.submit(county_bounds, p, i, key=key("bounds", i)) for i in range(n)]
+        crs = client.submit(province_crs, bounds, key=key("crs", 0))
+        prep = {client.submit(_task_prepare, p, i, crs, s, key=key("prepare", i)): ("prepare", i) for i in range(n)}
+        finished(prep)
+        nb = client.submit(_neighbours, list(prep), tolerance_m, key=key("neighbours", 0)).result()
+        del prep, bounds, crs
+        idx = {i: sorted([i] + nb[i]) for i in range(n)}
+        homed: dict[int, list[str]] = {i: [] for i in range(n)}
+        for h, j in nb["homes"].items():
+            homed[j].append(h)
+        match = {i: client.submit(_task_match, i, idx[i], s, tolerance_m, rule, key=key("match", i))
+                 for i in range(n)}
+        # a county's rate task waits only for the match tasks of the counties it reads
+        rate = {i: client.submit(_task_rate, i, idx[i], homed[i], s, str(out), year, scheme,
+                                 *[match[j] for j in idx[i]], key=key("rate", i)) for i in range(n)}
+        finished({**{f: ("match", i) for i, f in match.items()}, **{f: ("rate", i) for i, f in rate.items()}})
         nw = len(client.scheduler_info()["workers"])
     finally:
         if close:

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from spatial.identity import _isin
+
 __all__ = ["county_keys", "neighbours", "holder_homes", "halo", "MARGIN_M"]
 
 #: Added to the snap tolerance when selecting a halo, so rounding in the metric projection can
@@ -133,29 +135,30 @@ def halo(county: str, land: gpd.GeoDataFrame, enterprises: gpd.GeoDataFrame,
 
     # 1. enterprises that could link to the county's land
     want = (ent["county"] == county).to_numpy().copy()
-    want |= _near(ent.geometry.values, land.geometry.values[core], reach)
-    want |= ent["uscc"].isin(core_holders).to_numpy()
-    ls_in = leases["parcel_code"].isin(core_codes) | leases["landlord_uscc"].isin(core_holders)
-    want |= ent["uscc"].isin(_set(leases[ls_in], "tenant_uscc") | _set(
-        corrections[corrections["parcel_code"].isin(core_codes)], "uscc")).to_numpy()
+    want |= _isin(ent["uscc"], core_holders)
+    ls_in = _isin(leases["parcel_code"], core_codes) | _isin(leases["landlord_uscc"], core_holders)
+    want |= _isin(ent["uscc"], _set(leases[ls_in], "tenant_uscc") | _set(
+        corrections[_isin(corrections["parcel_code"], core_codes)], "uscc"))
+    want |= _near(ent.geometry.values, land.geometry.values[core], reach, among=~want)
     ent = ent[want]
     usccs = set(ent["uscc"].dropna())
 
     # 2. every piece those enterprises could link to instead
-    my_leases = leases[leases["tenant_uscc"].isin(usccs)]
-    my_corr = corrections[corrections["uscc"].isin(usccs)]
+    my_leases = leases[_isin(leases["tenant_uscc"], usccs)]
+    my_corr = corrections[_isin(corrections["uscc"], usccs)]
     holders = usccs | _set(my_leases, "landlord_uscc")
     named = _set(my_leases, "parcel_code") | _set(my_corr, "parcel_code")
-    keep = core.copy() | _near(land.geometry.values, ent.geometry.values, reach)
-    keep |= land["owner_uscc"].isin(holders).to_numpy() | land["user_uscc"].isin(holders).to_numpy()
-    keep |= land["parcel_code"].isin(named).to_numpy() | land["identity_code"].isin(named).to_numpy()
+    keep = core | _isin(land["owner_uscc"], holders) | _isin(land["user_uscc"], holders)
+    keep |= _isin(land["parcel_code"], named) | _isin(land["identity_code"], named)
+    keep |= _near(land.geometry.values, ent.geometry.values, reach, among=~keep)
     land = land[keep]
 
     out = {"land": land, "enterprises": ent, "leases": my_leases, "corrections": my_corr}
     if buildings is not None:
         b = buildings.reset_index(drop=True)
-        on = b["parcel_code"].isin(_set(land, "parcel_code")).to_numpy().copy()
-        on |= _near(b.geometry.values, np.concatenate([land.geometry.values, ent.geometry.values]), reach)
+        on = _isin(b["parcel_code"], _set(land, "parcel_code"))
+        on |= _near(b.geometry.values, np.concatenate([land.geometry.values, ent.geometry.values]), reach,
+                    among=~on)
         out["buildings"] = b[on]
     return out
 
@@ -171,16 +174,27 @@ def _codes(land: pd.DataFrame) -> frozenset:
     return _set(land, "parcel_code") | _set(land, "identity_code")
 
 
-def _near(geoms: np.ndarray, targets: np.ndarray, distance: float) -> np.ndarray:
-    """True for each of ``geoms`` within ``distance`` (m) of any of ``targets`` (None: never)."""
+def _near(geoms: np.ndarray, targets: np.ndarray, distance: float, among: np.ndarray | None = None) -> np.ndarray:
+    """True for each of ``geoms`` within ``distance`` (m) of any of ``targets`` (None: never);
+    only the geometries where ``among`` is true are tested (the others: False)."""
     geoms, targets = np.asarray(geoms, dtype=object), np.asarray(targets, dtype=object)
     out = np.zeros(len(geoms), dtype=bool)
     targets = targets[~shapely.is_missing(targets)] if len(targets) else targets
-    ok = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms) if len(geoms) else np.zeros(0, bool)
+    ok = np.ones(len(geoms), dtype=bool) if among is None else np.asarray(among, dtype=bool).copy()
+    ok[ok] = ~shapely.is_missing(geoms[ok]) & ~shapely.is_empty(geoms[ok])
     if not len(targets) or not ok.any():
         return out
-    tree = shapely.STRtree(targets)
+    # only geometries within reach of the targets' extent can be within reach of a target: the
+    # rows of a neighbour far from the border never reach the tree query
+    x0, y0, x1, y1 = shapely.total_bounds(targets)
+    b = shapely.bounds(geoms[ok])
+    with np.errstate(invalid="ignore"):
+        ok[ok] = (b[:, 0] <= x1 + distance) & (b[:, 2] >= x0 - distance) & (b[:, 1] <= y1 + distance) & \
+                 (b[:, 3] >= y0 - distance)
     idx = np.flatnonzero(ok)
+    if not len(idx):
+        return out
+    tree = shapely.STRtree(targets)
     hit = tree.query(geoms[idx], predicate="dwithin", distance=distance)[0]
     out[idx[np.unique(hit)]] = True
     return out

@@ -12,6 +12,7 @@ merged land, apportioned figures, scores, ranks and grades.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -89,7 +90,7 @@ def runs(province, tmp_path_factory):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         seen = []
-        report = run_province(province["path"], YEAR, out, client=client, progress=lambda i, s: seen.append((i, s)))
+        report = run_province(province["path"], YEAR, out, client=client, progress=seen.append)
         workers = len(client.scheduler_info()["workers"])
     return single, read_outputs(out), report, seen, workers
 
@@ -141,7 +142,16 @@ def test_run_used_two_workers_and_reported_each_county(runs):
     _, _, report, seen, workers = runs
     assert workers == 2
     assert report.counties == 3
-    assert sorted(i for i, s in seen if s == "rate") == ["0", "1", "2"]
+    assert sorted(e.index for e in seen if e.stage == "rate") == [0, 1, 2]
+    # every county reports each stage once, with its code and rows; the count runs to the total
+    assert sorted((e.county, e.stage) for e in seen) == sorted(
+        (c, s) for c in ("330997", "330998", "330999") for s in ("prepare", "match", "rate"))
+    assert [e.done for e in seen] == list(range(1, 10)) and {e.total for e in seen} == {9}
+    assert all(e.rows["land"] > 0 for e in seen if e.stage in ("prepare", "rate"))
+    assert all(e.rows["links"] > 0 for e in seen if e.stage in ("match", "rate"))
+    # county 0 matched its land with rows of its neighbours (the halo)
+    halo = [e.rows for e in seen if e.stage == "match" and e.county == "330999"][0]
+    assert halo["halo_enterprises"] > 0 and halo["halo_land"] > 0
 
 
 def test_without_the_halo_links_change(province, runs, tmp_path, monkeypatch):
@@ -184,6 +194,11 @@ def test_cli_run_on_a_local_cluster(province, runs, tmp_path):
                          capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "3 个县，2 个 worker" in res.stdout
+    log = "".join(res.stderr.split())  # rich wraps anywhere in Chinese text
+    # a line per county as it is rated (progress goes to stderr): its code, rows, the province's percentage
+    for c in ("330997", "330998", "330999"):
+        assert re.search(f"县{c}（第[123]/3县）合并、分摊、评价完成：宗地[0-9,]+块，地企对应[0-9,]+条", log), log
+    assert "全省100%" in log
     got = read_outputs(tmp_path / "out")
     for table in ("links", "enterprise_ratings", "parcel_ratings"):
         pd.testing.assert_frame_equal(pd.DataFrame(runs[0][table]).drop(columns="geometry", errors="ignore"),
