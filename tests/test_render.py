@@ -172,6 +172,9 @@ def test_import_with_rendering_builds_the_grey_pyramid(db_url, county_bundle, tm
     assert any("瓦片" in t for t in said)
     rows = _assert_all_current_and_identical(eng)
     assert len(rows) > 50
+    with eng.connect() as conn:  # and the GeoJSON of every collection and class (app.feature_cache)
+        assert conn.execute(sa.text("SELECT count(*) FROM feature_cache_state WHERE data_version = "
+                                    "(SELECT version FROM data_version) AND features > 0")).scalar() >= 3
     eng.dispose()
 
 
