@@ -346,7 +346,9 @@ async def _cached_tile(scope, m) -> Response | None:
                 usable = state.tile_cache_async = bool((await (await conn.execute(_CAN_CACHE_SQL)).fetchone())[0])
             if not usable:
                 return None
-            dv, version, run_id, mvt = await (await conn.execute(tile_cache.TILE_READ_ASYNC, key)).fetchone()
+            # binary results: the tile arrives as raw bytes, not hex text to decode
+            dv, version, run_id, mvt = await (await conn.execute(tile_cache.TILE_READ_ASYNC, key,
+                                                                 binary=True)).fetchone()
     except (psycopg.Error, PoolTimeout):
         return None  # the sync path answers (and maps the error to a 503 if it persists)
     if version is None or version != dv or (want_run is not None and run_id != want_run):
