@@ -219,3 +219,30 @@ def test_cli_run_refuses_a_directory_that_is_not_a_province(tmp_path):
     err = " ".join(res.stderr.split())  # rich wraps lines
     assert "缺少 defacto.parquet" in err and "corrections.parquet" in err
     assert "Traceback" not in res.stderr
+
+
+def test_halo_read_from_the_scratch_equals_the_halo_of_whole_counties(province, tmp_path):
+    """The match task chooses the halo on a few columns and reads only the chosen rows whole:
+    the same rows, columns and values as :func:`spatial.partition.halo` on the counties read whole."""
+    import app.province as prov
+    from spatial.partition import halo
+
+    n = partitions(province["path"])
+    crs = prov.province_crs([prov.county_bounds(province["path"], i) for i in range(n)])
+    for i in range(n):
+        prov._task_prepare(str(province["path"]), i, crs, str(tmp_path))
+    idx = list(range(n))
+    got = prov._halo_input(tmp_path, "330999", idx, 30.0)
+    whole = halo("330999", *(prov._load(tmp_path, r, idx) for r in ("land", "enterprises", "buildings", "leases",
+                                                                    "corrections")), tolerance_m=30.0)
+    whole = {r: whole[r] for r in ("land", "enterprises", "buildings", "leases", "corrections")}
+    assert (got["enterprises"]["county"] != "330999").sum() >= 4  # county 1's enterprises by the border
+    for role, df in whole.items():
+        a, b = pd.DataFrame(df).reset_index(drop=True), pd.DataFrame(got[role])
+        assert list(a.columns) == list(b.columns), role
+        if "geometry" in a.columns:
+            ga, gb = a.geometry.to_numpy(), b.geometry.to_numpy()
+            none = shapely.is_missing(ga)  # enterprises without a point
+            assert (none == shapely.is_missing(gb)).all() and shapely.equals_exact(ga[~none], gb[~none], 0).all()
+            a, b = a.drop(columns="geometry"), b.drop(columns="geometry")
+        pd.testing.assert_frame_equal(a, b, check_exact=True)

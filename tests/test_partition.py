@@ -98,3 +98,51 @@ def test_holder_without_an_enterprise_row_gets_a_home_county():
     assert homes["91AAAAAAX"] == "B"  # its code's region is no county here: the first holding county
     bounds = {c: tuple(shapely.total_bounds(LAND[LAND["county"] == c].geometry.values)) for c in "ABC"}
     assert "C" in neighbours(bounds, keys, TOL)["B"]
+
+
+def test_halo_at_the_reach_and_across_a_corner():
+    """The bounding-box prefilter of the distance test keeps every row within the reach
+    (tolerance + margin), however it lies, and only those: points just inside and just outside
+    the reach across county A's east edge and its north-east corner."""
+    ents = _ents([("EA1", "A", 50), ("EB1", "B", 190)])
+    extra = gpd.GeoDataFrame(pd.DataFrame({"uscc": ["E-in", "E-out", "E-corner-in", "E-corner-out"],
+                                           "county": "B"}),
+                             geometry=[shapely.Point(130.9, 50), shapely.Point(131.2, 50),
+                                       shapely.Point(121, 121), shapely.Point(124, 124)], crs=4549)
+    sel = halo("A", LAND, pd.concat([ents, extra], ignore_index=True), tolerance_m=TOL)
+    # reach = 30 + 1 m; the corner points are 29.7 m and 33.9 m from (100, 100)
+    assert set(sel["enterprises"]["uscc"]) == {"EA1", "E-in", "E-corner-in"}
+
+
+def test_halo_equals_the_brute_force_definition():
+    """On random land and points of three counties, the halo equals the rows chosen by testing
+    every pair (shapely.dwithin), without any index or prefilter."""
+    import numpy as np
+
+    from spatial.partition import MARGIN_M
+
+    rng = np.random.default_rng(7)
+    n = 300
+    x0 = rng.uniform(0, 3000, n)
+    y0 = rng.uniform(0, 1000, n)
+    county = np.where(x0 < 1000, "A", np.where(x0 < 2000, "B", "C"))
+    land = gpd.GeoDataFrame({"identity_code": [f"R{i}" for i in range(n)], "parcel_code": [f"P{i}" for i in range(n)],
+                             "owner_uscc": None, "user_uscc": None, "county": county},
+                            geometry=shapely.box(x0, y0, x0 + rng.uniform(5, 60, n), y0 + rng.uniform(5, 60, n)),
+                            crs=4549)
+    px, py = rng.uniform(0, 3000, 4 * n), rng.uniform(0, 1000, 4 * n)
+    ents = gpd.GeoDataFrame({"uscc": [f"E{i}" for i in range(4 * n)],
+                             "county": np.where(px < 1000, "A", np.where(px < 2000, "B", "C"))},
+                            geometry=shapely.points(px, py), crs=4549)
+    reach = TOL + MARGIN_M
+    for c in "ABC":
+        sel = halo(c, land, ents, tolerance_m=TOL)
+        core = land[land["county"] == c].geometry.values
+        pts, pieces = np.asarray(ents.geometry.values), np.asarray(land.geometry.values)
+        near_core = shapely.dwithin(pts[:, None], np.asarray(core)[None, :], reach).any(axis=1)
+        want = (ents["county"] == c).to_numpy() | near_core
+        assert set(sel["enterprises"]["uscc"]) == set(ents["uscc"][want])
+        near_ent = shapely.dwithin(pieces[:, None], pts[want][None, :], reach).any(axis=1)
+        keep = (land["county"] == c).to_numpy() | near_ent
+        assert set(sel["land"]["identity_code"]) == set(land["identity_code"][keep])
+        assert (~keep).sum() > 0 and (keep & (land["county"] != c).to_numpy()).sum() > 0  # a real halo
