@@ -66,7 +66,7 @@ def neighbours(bounds: Mapping[str, tuple[float, float, float, float]],
     adjacent when their bounds are within ``tolerance_m + MARGIN_M`` of each other or a key of
     one names a row of the other; the result is adjacency closed over two steps.
 
-    >>> neighbours({"a": (0, 0, 10, 10), "b": (20, 0, 30, 10), "c": (55, 0, 60, 10)}, None, 15)
+    >>> neighbours({"a": (0, 0, 10, 10), "b": (20, 0, 30, 10), "c": (45, 0, 60, 10)}, None, 15)
     {'a': ['b', 'c'], 'b': ['a', 'c'], 'c': ['a', 'b']}
     >>> neighbours({"a": (0, 0, 10, 10), "b": (20, 0, 30, 10), "c": (55, 0, 60, 10)}, None, 5)
     {'a': [], 'b': [], 'c': []}
@@ -74,20 +74,31 @@ def neighbours(bounds: Mapping[str, tuple[float, float, float, float]],
     names = sorted(bounds)
     reach = tolerance_m + MARGIN_M
     one: dict[str, set[str]] = {c: set() for c in names}
-    for i, a in enumerate(names):
-        ax0, ay0, ax1, ay1 = bounds[a]
-        for b in names[i + 1:]:
-            bx0, by0, bx1, by1 = bounds[b]
-            gap = max(bx0 - ax1, ax0 - bx1, by0 - ay1, ay0 - by1, 0.0)
-            if gap <= reach or (keys and (_tied(keys[a], keys[b]) or _tied(keys[b], keys[a]))):
-                one[a].add(b)
-                one[b].add(a)
+    b = np.array([bounds[c] for c in names], dtype=float).reshape(-1, 4)
+    for i, a in enumerate(names):  # one row of the pairwise gaps at a time: n² numbers, never n² objects
+        gap = np.max([b[:, 0] - b[i, 2], b[i, 0] - b[:, 2], b[:, 1] - b[i, 3], b[i, 1] - b[:, 3],
+                      np.zeros(len(b))], axis=0)
+        for j in np.flatnonzero(gap <= reach):
+            if j != i:
+                one[a].add(names[j])
     if keys:
+        # ties by keys through inverted indexes (key -> counties), linear in the number of keys:
+        # a holder of one county is an enterprise of, or named by a lease/correction of, another
+        holder_in = _index(keys, "holders")
+        code_in = _index(keys, "codes")
+        for c in names:
+            k = keys[c]
+            tied = set().union(*(holder_in.get(u, ()) for u in k["usccs"]),
+                               *(code_in.get(r, ()) for r in k["ref_codes"]),
+                               *(holder_in.get(u, ()) for u in k["ref_usccs"])) - {c}
+            for d in tied:
+                one[c].add(d)
+                one[d].add(c)
         # a holder of land in several counties with no enterprise row of its own: its merged
         # land is computed by its home county, which must read all its pieces
         for h, home in holder_homes(keys).items():
-            for c in names:
-                if c != home and h in keys[c]["holders"]:
+            for c in holder_in.get(h, ()):
+                if c != home:
                     one[c].add(home)
                     one[home].add(c)
     two = {c: set(one[c]).union(*(one[d] for d in one[c])) - {c} for c in names}
@@ -200,6 +211,10 @@ def _near(geoms: np.ndarray, targets: np.ndarray, distance: float, among: np.nda
     return out
 
 
-def _tied(a: Mapping[str, frozenset], b: Mapping[str, frozenset]) -> bool:
-    """A row of county ``b`` names a row of county ``a`` (owner, user, landlord, parcel)."""
-    return bool(a["holders"] & b["usccs"] or a["codes"] & b["ref_codes"] or a["holders"] & b["ref_usccs"])
+def _index(keys: Mapping[str, Mapping[str, frozenset]], kind: str) -> dict[str, list[str]]:
+    """key -> the counties whose ``kind`` keys hold it."""
+    out: dict[str, list[str]] = {}
+    for c in sorted(keys):
+        for k in keys[c].get(kind, ()):
+            out.setdefault(k, []).append(c)
+    return out
