@@ -25,7 +25,7 @@ console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]错误：[/]{message}")
     raise typer.Exit(code)
 
 
@@ -47,7 +47,7 @@ def db_start() -> None:
     """Start the embedded cluster (initialising it the first time) and migrate it."""
     s = get_settings()
     if not s.embedded:
-        fail("DATABASE_URL is set: mujun does not manage that database")
+        fail("已设置 DATABASE_URL：那个数据库不由 mujun 管理")
     ready_url()
     print(db.embedded_cluster(s).status().describe())
 
@@ -57,9 +57,9 @@ def db_stop() -> None:
     """Stop the embedded cluster (its data stays)."""
     s = get_settings()
     if not s.embedded:
-        fail("DATABASE_URL is set: mujun does not manage that database")
+        fail("已设置 DATABASE_URL：那个数据库不由 mujun 管理")
     stopped = db.embedded_cluster(s).stop()
-    console.print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+    console.print("嵌入式 PostgreSQL 已停止" if stopped else "嵌入式 PostgreSQL 本未运行")
 
 
 @db_cli.command("status")
@@ -67,7 +67,7 @@ def db_status() -> None:
     """Whether the database runs, where, and on which port."""
     s = get_settings()
     if not s.embedded:
-        print(f"external database: {s.database_url.split('@')[-1]}")
+        print(f"外部数据库：{s.database_url.split('@')[-1]}")
         return
     print(db.embedded_cluster(s).status().describe())
 
@@ -135,11 +135,11 @@ def default_workers() -> int:
 
 def _print_endpoints(host: str, port: int) -> None:
     base = f"http://{host}:{port}"
-    console.print(f"[bold]mujun[/] serving on {base}")
-    console.print(f"  map           {base}/map")
-    console.print(f"  API docs      {base}/docs")
-    console.print(f"  QGIS          Layer ▸ Add WFS / OGC API Features layer ▸ URL {base}  (OGC API - Features)")
-    console.print(f"  health        {base}/healthz")
+    console.print(f"[bold]mujun[/] 服务已启动：{base}")
+    console.print(f"  地图          {base}/map")
+    console.print(f"  API 文档      {base}/docs")
+    console.print(f"  QGIS          图层 ▸ 添加图层 ▸ 添加 WFS / OGC API - Features 图层 ▸ URL {base}")
+    console.print(f"  健康检查      {base}/healthz")
 
 
 # -- data in ------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def sample(out: Path = typer.Option(..., help="directory to write the bundle to"
         task = bar.add_task("generating", total=None)
         summary = write_sample_bundle(out, seed=seed, parcels=parcels, fmt=fmt,
                                       progress=lambda *a: bar.update(task, description=str(a[0])))
-    console.print(f"sample bundle written to {out}")
+    console.print(f"示例数据包已写入 {out}")
     for k, v in summary.items():
         if isinstance(v, (int, float, str)):
             console.print(f"  {k}: {v}")
@@ -200,7 +200,7 @@ def import_(bundle: Path = typer.Argument(..., exists=True, help="bundle directo
                  code=RETIRE_REFUSED_EXIT if exc.retire else 2)
         except BundleError as exc:
             bar.stop()
-            fail(f"{exc}\nNothing was imported.", code=2)
+            fail(f"{exc}\n未导入任何数据（Nothing was imported）。", code=2)
     _print_import(report)
     if report.errors:
         raise typer.Exit(3)
@@ -304,10 +304,10 @@ def evaluate_(year: int = typer.Option(..., help="evaluation year"),
         except (SchemeError, ValueError, FileNotFoundError) as exc:
             bar.stop()
             fail(str(exc))
-    verb = "same inputs as" if report.reused else "created"
-    print(f"{verb} run {report.run_id} ({report.scheme}, {report.year}); run hash {report.run_hash[:16]}")
-    for kind in ("enterprises", "parcels"):
-        print(f"  {kind}: " + ", ".join(f"{g} {n}" for g, n in report.grades.get(kind, {}).items()))
+    verb = "输入未变，沿用评价批次" if report.reused else "已新建评价批次"
+    print(f"{verb} {report.run_id}（{report.scheme}，{report.year} 年）；运行哈希 {report.run_hash[:16]}")
+    for kind, zh in (("enterprises", "经营主体等级"), ("parcels", "宗地等级")):
+        print(f"  {zh}：" + "，".join(f"{g} {n}" for g, n in report.grades.get(kind, {}).items()))
 
 
 @cli.command()
@@ -323,7 +323,7 @@ def runs() -> None:
     for r in rows:
         print(f"{r[0]:>5}  {r[1]}  {r[2]} {r[3]:<8} {r[4]:<11} {r[5]}  {r[6]}")
     if not rows:
-        print("no runs yet: `mujun evaluate --year YEAR`")
+        print("尚无评价批次：请先运行 `mujun evaluate --year 年度`")
 
 
 @cli.command()
@@ -336,7 +336,7 @@ def publish(run: int = typer.Argument(..., help="run id (`mujun runs`)")) -> Non
         publish_run(db.engine(), run, progress=lambda text: console.print(f"  {text}"))
     except ValueError as exc:
         fail(str(exc))
-    print(f"run {run} published")
+    print(f"评价批次 {run} 已发布")
 
 
 @cli.command()
@@ -349,10 +349,10 @@ def schemes(validate: list[Path] = typer.Argument(None, help="scheme YAML files 
         for path in validate:
             try:
                 s = load_scheme(path)
-                print(f"ok  {path}: {s.name} {s.version}")
+                print(f"通过    {path}: {s.name} {s.version}")
             except SchemeError as exc:
                 bad += 1
-                print(f"bad {exc}")
+                print(f"不通过  {exc}")
         raise typer.Exit(1 if bad else 0)
     for name in list_presets():
         s = load_scheme(name)
@@ -372,7 +372,7 @@ def explain(code: str = typer.Argument(..., help="USCC (enterprise) or 宗地身
     with db.engine().connect() as conn:
         run_id = conn.execute(sa.text(current_run_sql()), {"year": year}).scalar()
         if run_id is None:
-            fail("no evaluation run yet: `mujun evaluate --year YEAR`")
+            fail("尚无评价批次：请先运行 `mujun evaluate --year 年度`")
         row = conn.execute(sa.text(
             "SELECT 'enterprise', uscc, grade, explanation FROM enterprise_ratings WHERE run_id = :r AND uscc = :c "
             "UNION ALL SELECT 'parcel', r.identity_code, r.grade, r.explanation FROM parcel_ratings r "
@@ -380,7 +380,7 @@ def explain(code: str = typer.Argument(..., help="USCC (enterprise) or 宗地身
             "WHERE r.run_id = :r AND (r.identity_code = :c OR (p.parcel_code = :c AND p.kind = 'registered'))"),
             {"r": run_id, "c": code.strip().upper() if len(code.strip()) == 18 else code.strip()}).first()
     if row is None:
-        fail(f"{code} has no rating in run {run_id}")
+        fail(f"{code} 在评价批次 {run_id} 中没有评级")
     print(f"{row[0]} {row[1]}: {row[2] or '未评'} (run {run_id})")
     print(row[3].get("text") or explain_text(row[3]))
 
@@ -441,7 +441,7 @@ def export(what: str = typer.Argument(..., help="ratings | low-yield | clusters 
         n = export_table(db.engine(), what, out, year=year)
     except ValueError as exc:
         fail(str(exc))
-    print(f"{n} rows written to {out}")
+    print(f"已写入 {n} 行：{out}")
 
 
 report_cli = typer.Typer(help="What a bureau prints: 体检表 (one page per enterprise), the county summary.",
@@ -658,7 +658,7 @@ def demo(port: int = typer.Option(None, help="default MUJUN_PORT or 8000"),
 
     with db.engine().begin() as conn:
         key = create_key(conn, "demo", "analyst")
-    print(f"an analyst API key for this demo (shown once): {key}")
+    print(f"本演示的分析员 API 密钥（只显示这一次）：{key}")
     if serve_:
         serve(host=host, port=port, workers=1)
 

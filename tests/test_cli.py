@@ -71,12 +71,12 @@ def test_import_match_evaluate_explain_export(db_url, tmp_path):
     assert "拒收行 0" in imported.stdout
     matched = _mujun(db_url, "match", data_dir=tmp_path)
     assert matched.returncode == 0, matched.stderr
-    assert "links:" in matched.stdout
+    assert "地企对应 " in matched.stdout
     evaluated = _mujun(db_url, "evaluate", "--year", "2025", "--publish", data_dir=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
-    assert "created run 1" in evaluated.stdout
+    assert "已新建评价批次 1" in evaluated.stdout
     again = _mujun(db_url, "evaluate", "--year", "2025", data_dir=tmp_path)
-    assert "same inputs as run 1" in again.stdout
+    assert "输入未变，沿用评价批次 1" in again.stdout
     runs = _mujun(db_url, "runs", data_dir=tmp_path)
     assert "published" in runs.stdout
     eng = sa.create_engine(db_url)
