@@ -50,7 +50,7 @@ from spatial.apportion import apportion_metrics, enterprise_land
 from spatial.crs import metric_crs_for, normalize_coord_sys, to_cgcs2000
 from spatial.identity import _isin, build_land
 from spatial.match import match_enterprises
-from spatial.partition import county_keys, halo, holder_homes, neighbours
+from spatial.partition import MARGIN_M, county_keys, halo, holder_homes, neighbours
 from spatial.split import split_shares, sublot_geometries
 
 __all__ = ["run_province", "run_single", "ProvinceReport", "CountyProgress", "OUTPUTS"]
@@ -284,9 +284,10 @@ def _write_scratch(df: pd.DataFrame, f: Path) -> None:
         g = np.asarray(df.geometry.values)
         plain[name] = shapely.to_wkb(g)
         meta = {b"geometry": name.encode(), b"crs": df.crs.to_json().encode()}
-        if (shapely.get_type_id(g[~shapely.is_missing(g)]) == 0).all():
-            # points: their coordinates too, so a halo is chosen without parsing WKB (_POINT_XY)
-            plain[_POINT_XY[0]], plain[_POINT_XY[1]] = shapely.get_x(g), shapely.get_y(g)
+        # each row's bounds too: a neighbour's task chooses rows without parsing WKB (_candidates)
+        b = shapely.bounds(g)
+        for k, c in enumerate(_BOUNDS):
+            plain[c] = b[:, k]
     table = pa.Table.from_pandas(plain, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
     with pa.OSFile(str(f), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
@@ -299,7 +300,7 @@ def _table(root: Path, stage: str, i: int) -> pa.Table:
 
 def _frame(table: pa.Table) -> pd.DataFrame:
     meta = table.schema.metadata or {}
-    df = table.drop_columns([c for c in _POINT_XY if c in table.column_names]).to_pandas()
+    df = table.drop_columns([c for c in _BOUNDS if c in table.column_names]).to_pandas()
     name = meta.get(b"geometry", b"").decode()
     if name in df.columns:
         df[name] = shapely.from_wkb(df[name].to_numpy())
@@ -331,26 +332,139 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-#: The columns :func:`spatial.partition.halo` chooses rows by (``_POINT_XY``: the points).
-_POINT_XY = ("__x", "__y")
+#: Bounds of each geometry (m; NaN for none), kept in the scratch next to its WKB.
+_BOUNDS = ("__x0", "__y0", "__x1", "__y1")
+#: The columns :func:`spatial.partition.halo` chooses rows by (enterprise points from their bounds).
 _HALO_COLUMNS = {"land": ["county", "parcel_code", "identity_code", "owner_uscc", "user_uscc", "geometry"],
-                 "enterprises": ["county", "uscc", *_POINT_XY], "buildings": ["parcel_code", "geometry"]}
+                 "enterprises": ["county", "uscc"], "buildings": ["parcel_code", "geometry"]}
 
 
-def _halo_input(root: Path, county: str | None, idx: list[int], tol: float) -> dict[str, pd.DataFrame]:
+def _candidates(tables: dict[str, list[pa.Table]], own: int, leases: pd.DataFrame, corrections: pd.DataFrame,
+                tol: float) -> dict[str, list[np.ndarray]]:
+    """Per role and county, the rows (positions) that may belong to the halo of county ``own``:
+    a superset of what :func:`spatial.partition.halo` selects, found on bounds and keys only.
+
+    The halo's own rules, each widened to a box: enterprises with a point within the reach of
+    the county's land box or named by its keys (holder, lease, 纠偏); land within two reaches of
+    the box of the county's land and enterprises, within the reach of a key-named enterprise, or
+    held or named by any candidate enterprise; buildings within three reaches of that box, on
+    candidate land, or within the reach of the box of a candidate piece or key-named enterprise.
+    A box contains its geometry, so a box test never drops a row the exact test keeps; the
+    halo itself then runs on these rows (a superset gives it the same answer)."""
+    import pyarrow.compute as pc
+
+    r = tol + MARGIN_M + 1.0  # one more metre: box arithmetic in floats never cuts at the reach
+    bounds = {role: [np.column_stack([t.column(c).to_numpy() for c in _BOUNDS]) if t.num_rows else np.zeros((0, 4))
+                     for t in ts] for role, ts in tables.items()}
+
+    def strs(t: pa.Table, col: str) -> pa.ChunkedArray:
+        return t.column(col).cast(pa.string())
+
+    def isin(t: pa.Table, col: str, values) -> np.ndarray:
+        vs = pa.array([v for v in values if isinstance(v, str)], pa.string())
+        return pc.is_in(strs(t, col), value_set=vs).to_numpy(zero_copy_only=False).astype(bool)
+
+    def box(b: np.ndarray) -> np.ndarray:
+        b = b[~np.isnan(b).any(axis=1)]
+        return np.array([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()]) if len(b) else None
+
+    def within(b: np.ndarray, bx, d: float) -> np.ndarray:
+        if bx is None:
+            return np.zeros(len(b), bool)
+        with np.errstate(invalid="ignore"):
+            return (b[:, 0] <= bx[2] + d) & (b[:, 2] >= bx[0] - d) & (b[:, 1] <= bx[3] + d) & (b[:, 3] >= bx[1] - d)
+
+    def near(b: np.ndarray, targets: np.ndarray, d: float) -> np.ndarray:
+        """Boxes within ``d`` of any target box (both as (n, 4) bounds)."""
+        out = np.zeros(len(b), bool)
+        targets = targets[~np.isnan(targets).any(axis=1)]
+        if not len(targets) or not len(b):
+            return out
+        close = np.flatnonzero(within(b, box(targets), d))
+        if len(close):
+            # boxes grown by d (targets) and a hair (queries) never degenerate, for points too
+            t = targets
+            tree = shapely.STRtree(shapely.box(t[:, 0] - d, t[:, 1] - d, t[:, 2] + d, t[:, 3] + d))
+            q = b[close]
+            hit = tree.query(shapely.box(q[:, 0] - 1e-6, q[:, 1] - 1e-6, q[:, 2] + 1e-6, q[:, 3] + 1e-6),
+                             predicate="intersects")[0]
+            out[close[np.unique(hit)]] = True
+        return out
+
+    land, ents = tables["land"][own], tables["enterprises"][own]
+    core_box = box(bounds["land"][own])
+    all_box = box(np.vstack([bounds["land"][own], bounds["enterprises"][own]]))
+    core_codes = set(strs(land, "parcel_code").drop_null().to_pylist()) | set(strs(land, "identity_code").drop_null().to_pylist())
+    core_holders = set(strs(land, "owner_uscc").drop_null().to_pylist()) | set(strs(land, "user_uscc").drop_null().to_pylist())
+    ls_in = _isin(leases["parcel_code"], core_codes) | _isin(leases["landlord_uscc"], core_holders)
+    keyed = core_holders | set(leases.loc[ls_in, "tenant_uscc"].dropna()) | set(
+        corrections.loc[_isin(corrections["parcel_code"], core_codes), "uscc"].dropna())
+    out: dict[str, list[np.ndarray]] = {}
+    n = len(tables["land"])
+    # 1. enterprises
+    masks, key_pts = [], []
+    for j, t in enumerate(tables["enterprises"]):
+        b = bounds["enterprises"][j]
+        if j == own:
+            masks.append(np.ones(t.num_rows, bool))
+            continue
+        by_key = isin(t, "uscc", keyed)
+        masks.append(within(b, core_box, r) | by_key)
+        key_pts.append(b[by_key])
+    out["enterprises"] = masks
+    key_pts = np.vstack(key_pts) if key_pts else np.zeros((0, 4))
+    usccs = set().union(*(set(strs(t, "uscc").filter(pa.array(m)).drop_null().to_pylist())
+                          for t, m in zip(tables["enterprises"], masks)))
+    my_leases = leases[_isin(leases["tenant_uscc"], usccs)]
+    my_corr = corrections[_isin(corrections["uscc"], usccs)]
+    holders = usccs | set(my_leases["landlord_uscc"].dropna())
+    named = set(my_leases["parcel_code"].dropna()) | set(my_corr["parcel_code"].dropna())
+    # 2. land
+    masks, chosen = [], []
+    for j, t in enumerate(tables["land"]):
+        b = bounds["land"][j]
+        if j == own:
+            masks.append(np.ones(t.num_rows, bool))
+            continue
+        m = within(b, all_box, 2 * r) | near(b, key_pts, r) | isin(t, "owner_uscc", holders) | isin(t, "user_uscc", holders) | \
+            isin(t, "parcel_code", named) | isin(t, "identity_code", named)
+        masks.append(m)
+        chosen.append(b[m])
+    out["land"] = masks
+    codes = set().union(*(set(strs(t, "parcel_code").filter(pa.array(m)).drop_null().to_pylist())
+                          for t, m in zip(tables["land"], masks)))
+    # a piece only meets the box: a building near it may lie further out
+    targets = np.vstack(chosen + [key_pts]) if chosen else key_pts
+    # 3. buildings
+    masks = []
+    for j, t in enumerate(tables["buildings"]):
+        b = bounds["buildings"][j]
+        if j == own:
+            masks.append(np.ones(t.num_rows, bool))
+            continue
+        masks.append(within(b, all_box, 3 * r) | isin(t, "parcel_code", codes) | near(b, targets, r))
+    out["buildings"] = masks
+    assert n == len(out["land"])
+    return {role: [np.flatnonzero(m) for m in ms] for role, ms in out.items()}
+
+
+def _halo_input(root: Path, county: str | None, i: int, idx: list[int], tol: float) -> dict[str, pd.DataFrame]:
     """The land, enterprises, buildings, leases and corrections the match of ``county`` needs
     (its own and its halo, :func:`spatial.partition.halo`) from the scratch of counties ``idx``.
 
     The halo is chosen on the few columns it depends on (points from their coordinates); only the
     chosen rows are then read whole, county by county as before, in the same order."""
-    tables = {role: [_table(root, role, j) for j in idx] for role in _HALO_COLUMNS}
+    full = {role: [_table(root, role, j) for j in idx] for role in _HALO_COLUMNS}
+    leases, corrections = _load(root, "leases", idx), _load(root, "corrections", idx)
+    rows = _candidates(full, idx.index(i), leases, corrections, tol)
+    tables = {role: [t.take(r) for t, r in zip(ts, rows[role])] for role, ts in full.items()}
     slim = {}
     for role, ts in tables.items():
         frames = []
         for t in ts:
             if role == "enterprises":
                 df = t.select(["county", "uscc"]).to_pandas()
-                x, y = (t.column(c).to_numpy() for c in _POINT_XY)
+                x, y = (t.column(c).to_numpy() for c in _BOUNDS[:2])
                 geom = np.full(len(df), None, dtype=object)
                 ok = ~np.isnan(x) & ~np.isnan(y)
                 geom[ok] = shapely.points(x[ok], y[ok])
@@ -358,7 +472,6 @@ def _halo_input(root: Path, county: str | None, idx: list[int], tol: float) -> d
             else:
                 frames.append(_frame(t.select(_HALO_COLUMNS[role])))
         slim[role] = _concat(frames)
-    leases, corrections = _load(root, "leases", idx), _load(root, "corrections", idx)
     sel = halo(county, slim["land"], slim["enterprises"], slim["buildings"], leases, corrections, tolerance_m=tol)
     out = {"leases": sel["leases"].reset_index(drop=True), "corrections": sel["corrections"].reset_index(drop=True)}
     for role, ts in tables.items():
@@ -415,7 +528,7 @@ def _task_match(i: int, idx: list[int], scratch: str, tol: float, rule: str, *_d
     root = Path(scratch)
     own = _load(root, "land", [i])
     c = own["county"].iloc[0] if len(own) else None
-    sel = _halo_input(root, c, idx, tol)
+    sel = _halo_input(root, c, i, idx, tol)
     links = _match(sel["land"], sel["enterprises"], sel["buildings"], sel["leases"], sel["corrections"], tol, rule)
     links = links[_isin(links["identity_code"], own["identity_code"])].reset_index(drop=True).assign(county=c)
     _write_scratch(links, _scratch(root, "links", i))

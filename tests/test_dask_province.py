@@ -232,7 +232,7 @@ def test_halo_read_from_the_scratch_equals_the_halo_of_whole_counties(province, 
     for i in range(n):
         prov._task_prepare(str(province["path"]), i, crs, str(tmp_path))
     idx = list(range(n))
-    got = prov._halo_input(tmp_path, "330999", idx, 30.0)
+    got = prov._halo_input(tmp_path, "330999", 0, idx, 30.0)
     whole = halo("330999", *(prov._load(tmp_path, r, idx) for r in ("land", "enterprises", "buildings", "leases",
                                                                     "corrections")), tolerance_m=30.0)
     whole = {r: whole[r] for r in ("land", "enterprises", "buildings", "leases", "corrections")}
