@@ -246,3 +246,44 @@ def test_halo_read_from_the_scratch_equals_the_halo_of_whole_counties(province, 
             assert (none == shapely.is_missing(gb)).all() and shapely.equals_exact(ga[~none], gb[~none], 0).all()
             a, b = a.drop(columns="geometry"), b.drop(columns="geometry")
         pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_halo_keeps_a_building_by_the_far_end_of_a_neighbours_piece(tmp_path):
+    """The rows read from a neighbour are chosen on bounds: a building of county B far from
+    county A's land, but 5 m from a piece of B that an enterprise by A's border may link to,
+    is in A's halo, as in the halo of the counties read whole."""
+    import geopandas as gpd
+
+    import app.province as prov
+    from spatial.partition import halo
+
+    box = shapely.box
+    frames = {
+        "land": [gpd.GeoDataFrame({"identity_code": ["R-A1"], "parcel_code": ["A1"], "owner_uscc": ["EA"],
+                                   "user_uscc": [None], "county": ["A"]}, geometry=[box(0, 0, 100, 100)], crs=4549),
+                 gpd.GeoDataFrame({"identity_code": ["R-B1", "R-B2"], "parcel_code": ["B1", "B2"],
+                                   "owner_uscc": [None, None], "user_uscc": [None, None], "county": ["B", "B"]},
+                                  geometry=[box(120, 40, 140, 400), box(900, 900, 950, 950)], crs=4549)],
+        "enterprises": [gpd.GeoDataFrame({"uscc": ["EA"], "county": ["A"]}, geometry=[shapely.Point(50, 50)],
+                                         crs=4549),
+                        gpd.GeoDataFrame({"uscc": ["EB", "EB-far"], "county": ["B", "B"]},
+                                         geometry=[shapely.Point(108, 50), shapely.Point(920, 920)], crs=4549)],
+        "buildings": [gpd.GeoDataFrame({"building_id": ["BA"], "parcel_code": ["A1"], "county": ["A"]},
+                                       geometry=[box(10, 10, 30, 30)], crs=4549),
+                      gpd.GeoDataFrame({"building_id": ["BB", "BB-far"], "parcel_code": ["B9", "B2"],
+                                        "county": ["B", "B"]},
+                                       geometry=[box(145, 380, 160, 395), box(910, 910, 930, 930)], crs=4549)],
+        "leases": [pd.DataFrame({"tenant_uscc": pd.Series([], dtype="str"), "parcel_code": pd.Series([], dtype="str"),
+                                 "landlord_uscc": pd.Series([], dtype="str"), "county": pd.Series([], dtype="str")})] * 2,
+        "corrections": [pd.DataFrame({"uscc": pd.Series([], dtype="str"), "parcel_code": pd.Series([], dtype="str"),
+                                      "county": pd.Series([], dtype="str")})] * 2,
+    }
+    for role, fs in frames.items():
+        for i, df in enumerate(fs):
+            prov._write_scratch(df, prov._scratch(tmp_path, role, i))
+    got = prov._halo_input(tmp_path, "A", 0, [0, 1], 30.0)
+    whole = halo("A", *(prov._load(tmp_path, r, [0, 1]) for r in ("land", "enterprises", "buildings", "leases",
+                                                                    "corrections")), tolerance_m=30.0)
+    assert list(got["buildings"]["building_id"]) == list(whole["buildings"]["building_id"]) == ["BA", "BB"]
+    assert list(got["land"]["identity_code"]) == list(whole["land"]["identity_code"]) == ["R-A1", "R-B1"]
+    assert list(got["enterprises"]["uscc"]) == list(whole["enterprises"]["uscc"]) == ["EA", "EB"]
