@@ -70,8 +70,7 @@ def main() -> None:
             fmb = conn.execute(sa.text("SELECT pg_total_relation_size('feature_cache')")).scalar() / 1e6
             ftext = conn.execute(sa.text("SELECT coalesce(sum(length(feature)), 0) FROM feature_cache")).scalar() / 1e6
         print(f"| sample county (seed 42, {n:,} land pieces) | z0–{args.maxzoom}: {stats['built']:,} tiles in "
-              f"{stats['seconds']:.1f} s, {stats['bytes'] / 1e6:.1f} MB MVT, `tile_cache` {mb:.1f} MB ({rows:,} rows "
-              f"incl. the map's `?run=` copy) | {sum(f['features'] for f in feats):,} features "
+              f"{stats['seconds']:.1f} s, {stats['bytes'] / 1e6:.1f} MB MVT, `tile_cache` {mb:.1f} MB ({rows:,} rows) | {sum(f['features'] for f in feats):,} features "
               f"({len(feats)} collection × class) in {feats_s:.1f} s, {ftext:.1f} MB text, `feature_cache` "
               f"{fmb:.1f} MB |")
         eng.dispose()

@@ -553,7 +553,7 @@ def _markdown(a, started, load0, load1, pub, res, prof, plans, q) -> str:
                      f"| {name} | {_fmt(m)} | {_fmt(t)} | {_fmt(d)} | {_fmt(c)} | – | – |")
     lines += ["", "Publish (render once) on this table, one connection: public tile pyramid z0–16 "
               f"{pub['tiles']:,} tiles in {pub['tiles_s']:.1f} s ({pub['tiles_mvt_mb']:.1f} MB of MVT, `tile_cache` "
-              f"{pub['tile_cache_mb']:.1f} MB on disk with {pub['tile_rows']:,} rows incl. the map's `?run=` copy); "
+              f"{pub['tile_cache_mb']:.1f} MB on disk with {pub['tile_rows']:,} rows); "
               f"feature cache (parcels, {pub['classes']} visibility classes, {pub['features']:,} features) in "
               f"{pub['features_s']:.1f} s ({pub['feature_text_mb']:.1f} MB of GeoJSON text, `feature_cache` "
               f"{pub['feature_cache_mb']:.1f} MB on disk).", "",
