@@ -551,7 +551,7 @@ def _markdown(a, started, load0, load1, pub, res, prof, plans, q) -> str:
         lines.append(f"| {name} | {_fmt(m)} | {_fmt(t)} | {_fmt(d)} | {_fmt(c)} | "
                      f"{m['rps'] / t['rps']:.1f}× | {m['rps'] / d['rps']:.1f}× |" if t["rps"] and d["rps"] else
                      f"| {name} | {_fmt(m)} | {_fmt(t)} | {_fmt(d)} | {_fmt(c)} | – | – |")
-    lines += ["", "Publish (render once) on this table, one connection: public tile pyramid z0–16 "
+    lines += ["", "Publish (render once) on this table (tiles on 2 connections, the features on one): public tile pyramid z0–16 "
               f"{pub['tiles']:,} tiles in {pub['tiles_s']:.1f} s ({pub['tiles_mvt_mb']:.1f} MB of MVT, `tile_cache` "
               f"{pub['tile_cache_mb']:.1f} MB on disk with {pub['tile_rows']:,} rows); "
               f"feature cache (parcels, {pub['classes']} visibility classes, {pub['features']:,} features) in "
