@@ -269,10 +269,14 @@ def test_publish_and_land_change_invalidate_and_rebuild_is_incremental(county, a
     eng.dispose()
     stale = _page(cached, url, h)  # not rebuilt yet: the dynamic path answers, with the new land
     assert stale == _page(dyn, url, h) != before and "仓储用地(测试)".encode() in stale
+    analysed = "SELECT coalesce(last_analyze, 'epoch') FROM pg_stat_user_tables WHERE relname = 'feature_cache'"
+    analysed_before = _sql(county, analysed)[0][0]
     rebuilt = {(b["collection"], b["visibility"]): b for b in _build(county, publish_links=False)}
     assert {k: b["written"] for k, b in rebuilt.items() if b["written"]} == {
         ("parcels", "public"): 3, ("parcels", "viewer"): 3, ("parcels", "analyst"): 3}
     assert all(b["deleted"] == 0 for b in rebuilt.values())
+    # a build that wrote rows leaves fresh statistics for the readers' plans (not autovacuum's, later)
+    assert _sql(county, analysed)[0][0] > analysed_before
     _sql(county, "UPDATE feature_cache SET feature = replace(feature, '\"properties\":{', "
                  "'\"properties\":{' || :m) WHERE key = :k AND visibility = 'viewer'", m=MARK, k=changed[0])
     served = _page(cached, url, h)
