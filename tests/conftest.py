@@ -121,13 +121,26 @@ def county_bundle(tmp_path_factory) -> Path:
     return out
 
 
+def load_county(eng, bundle, settings) -> list[int]:
+    """Import ``bundle``, match, and evaluate every year of its metrics (zhejiang_default, each
+    run published): the sample county as a bureau has it after a year's cycle. Returns the years."""
+    from app.evaluation import evaluate_year
+    from app.ingest import import_bundle
+    from app.pipeline import run_matching
+
+    import_bundle(eng, bundle, settings=settings)
+    run_matching(eng, settings=settings)
+    with eng.connect() as conn:
+        years = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT year FROM metrics ORDER BY year"))]
+    for year in years:
+        evaluate_year(eng, year, "zhejiang_default", publish=True)
+    return years
+
+
 @pytest.fixture(scope="session")
 def county_db_url(_template, pg_admin_url, county_bundle, tmp_path_factory) -> str:
     """A database with the sample county imported, matched and evaluated for every year
     (zhejiang_default, each run published). Shared by the session: tests must only read it."""
-    from app.evaluation import evaluate_year
-    from app.ingest import import_bundle
-    from app.pipeline import run_matching
     from app.settings import Settings
 
     name = "mujun_county"
@@ -137,12 +150,7 @@ def county_db_url(_template, pg_admin_url, county_bundle, tmp_path_factory) -> s
     url = _with_db(pg_admin_url, name)
     settings = Settings(data_dir=tmp_path_factory.mktemp("county_var"), database_url=url)
     eng = sa.create_engine(url)
-    import_bundle(eng, county_bundle, settings=settings)
-    run_matching(eng, settings=settings)
-    with eng.connect() as conn:
-        years = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT year FROM metrics ORDER BY year"))]
-    for year in years:
-        evaluate_year(eng, year, "zhejiang_default", publish=True)
+    load_county(eng, county_bundle, settings)
     eng.dispose()
     yield url
     with _template.connect() as conn:

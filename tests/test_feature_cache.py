@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from app import db
 from app.auth import create_key
 from app.feature_cache import build_feature_cache
-from tests.conftest import TEMPLATE
+from tests.conftest import TEMPLATE, load_county
 from tests.test_features import make_app
 
 COLLECTIONS = ("parcels", "defacto", "enterprises", "sublots")
@@ -48,9 +48,6 @@ def _copy_ratings(conn, table: str, new: int, old: int) -> None:
 def county(_template, pg_admin_url, county_bundle, tmp_path_factory):
     """The sample county in its own database (this module writes to it), every year published,
     plus a draft of the next year (the analyst class's default run differs), and keys."""
-    from app.evaluation import evaluate_year
-    from app.ingest import import_bundle
-    from app.pipeline import run_matching
     from app.settings import Settings
 
     name = f"mujun_fc_{uuid.uuid4().hex[:10]}"
@@ -59,12 +56,7 @@ def county(_template, pg_admin_url, county_bundle, tmp_path_factory):
     url = str(sa.make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False))
     eng = sa.create_engine(url)
     settings = Settings(data_dir=tmp_path_factory.mktemp("fc_var"), database_url=url)
-    import_bundle(eng, county_bundle, settings=settings)
-    run_matching(eng, settings=settings)
-    with eng.connect() as conn:
-        years = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT year FROM metrics ORDER BY year"))]
-    for year in years:
-        evaluate_year(eng, year, "zhejiang_default", publish=True)
+    years = load_county(eng, county_bundle, settings)
     with eng.begin() as conn:
         last = conn.execute(sa.text("SELECT max(id) FROM evaluation_runs")).scalar()
         draft = conn.execute(sa.text(
