@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.conftest
 
 
 def main() -> None:
@@ -30,10 +33,8 @@ def main() -> None:
     from app import render
     from app.feature_cache import build_feature_cache
     from app.embedded import EmbeddedCluster
-    from app.evaluation import evaluate_year
-    from app.ingest import import_bundle
-    from app.pipeline import run_matching
     from app.sample import write_sample_bundle
+    from tests.conftest import load_county
     from app.settings import Settings
 
     work = Path(tempfile.mkdtemp(prefix="mujun-pyramid-"))
@@ -52,12 +53,7 @@ def main() -> None:
         bundle = work / "bundle"
         write_sample_bundle(bundle, seed=42, parcels=args.parcels, fmt="county")
         settings = Settings(data_dir=work / "var", database_url=url)
-        import_bundle(eng, bundle, settings=settings)
-        run_matching(eng, settings=settings)
-        with eng.connect() as conn:
-            years = [r[0] for r in conn.execute(sa.text("SELECT DISTINCT year FROM metrics ORDER BY year"))]
-        for year in years:
-            evaluate_year(eng, year, "zhejiang_default", publish=True)
+        load_county(eng, bundle, settings)  # the tests' sample county: import, match, every year published
         with eng.connect() as conn:
             n = conn.execute(sa.text("SELECT count(*) FROM parcels")).scalar()
         stats = render.render_pyramid(eng, maxzoom=args.maxzoom)
