@@ -38,6 +38,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterator
 
@@ -1064,18 +1065,34 @@ class _County:
 
 
 def _county_centre(index: int) -> tuple[float, float]:
-    # County 0 is the sample county; others fill a grid over Zhejiang, nearest cells first.
+    """Centre (lon, lat) of county *index*: one cell of a 0.3° × 0.27° lattice each (a county
+    of 2,000 parcels spans about 0.27° × 0.28°, so counties lie side by side, never on top of
+    each other, as the counties of a real province do).
+
+    County 0 is the sample county; 1–240 fill Zhejiang nearest the sample first; further ones
+    (a multi-province run) continue on the same lattice outside Zhejiang, nearest first.
+    """
     if index == 0:
         return SAMPLE_CENTRE
-    lons = np.arange(118.2, 122.95, 0.3)
-    lats = np.arange(27.2, 31.15, 0.27)
-    gx, gy = np.meshgrid(lons, lats)
-    cells = np.c_[gx.ravel(), gy.ravel()]
-    d = np.hypot(cells[:, 0] - SAMPLE_CENTRE[0], cells[:, 1] - SAMPLE_CENTRE[1])
-    cells = cells[np.argsort(d, kind="stable")]
-    ring, k = divmod(index - 1, len(cells))
-    lon, lat = cells[k]
-    return float(lon + 0.05 * ring), float(lat + 0.05 * ring)
+    cells = _lattice()
+    if index - 1 >= len(cells):
+        raise ValueError(f"at most {len(cells)} county chunks")
+    lon, lat = cells[index - 1]
+    return float(lon), float(lat)
+
+
+@functools.lru_cache(maxsize=1)
+def _lattice() -> np.ndarray:
+    def nearest_first(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        cells = np.c_[lon.ravel(), lat.ravel()]
+        d = np.hypot(cells[:, 0] - SAMPLE_CENTRE[0], cells[:, 1] - SAMPLE_CENTRE[1])
+        return cells[np.argsort(d, kind="stable")]
+
+    # Zhejiang: lon 118.2-122.7, lat 27.2-30.98 (16 x 15 cells), exactly as the first build placed them
+    inner = nearest_first(*np.meshgrid(np.arange(118.2, 122.95, 0.3), np.arange(27.2, 31.15, 0.27)))
+    k, m = np.meshgrid(np.arange(-45, 61), np.arange(-45, 60))
+    outside = ~((k >= 0) & (k < 16) & (m >= 0) & (m < 15))
+    return np.vstack([inner, nearest_first(118.2 + 0.3 * k[outside], 27.2 + 0.27 * m[outside])])
 
 
 def _next_true(mask: np.ndarray) -> np.ndarray:
