@@ -92,8 +92,8 @@ def test_neighbours_close_over_two_steps():
 
 def test_holder_without_an_enterprise_row_gets_a_home_county():
     keys = _keys()
-    keys["B"]["holders"] = keys["B"]["holders"] | {"91AAAAAAX"}
-    keys["C"]["holders"] = keys["C"]["holders"] | {"91AAAAAAX"}
+    keys["B"]["holders"] = keys["B"]["holders"].to_pylist() + ["91AAAAAAX"]
+    keys["C"]["holders"] = keys["C"]["holders"].to_pylist() + ["91AAAAAAX"]
     homes = holder_homes(keys)
     assert homes["91AAAAAAX"] == "B"  # its code's region is no county here: the first holding county
     bounds = {c: tuple(shapely.total_bounds(LAND[LAND["county"] == c].geometry.values)) for c in "ABC"}
