@@ -127,18 +127,24 @@ def _points(e: pd.DataFrame, crs) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(e.drop(columns=["lon", "lat"]), geometry=geom, crs=4490).to_crs(crs)
 
 
-def read_county(path: str | Path, i: int, crs) -> dict[str, pd.DataFrame]:
-    """County *i* of the province, projected to ``crs``, each frame with a ``county`` column
-    (the 6-digit code of its parcels)."""
+def read_county(path: str | Path, i: int, crs) -> dict:
+    """County *i* of the province, each frame with a ``county`` column (the 6-digit code of its
+    parcels), and ``zone``: the county's own metric CRS (EPSG of its Gauss-Krüger zone).
+
+    Parcels and de-facto land are in ``zone``, where the county's own import builds its land
+    (areas in 亩 and 边角料 as that import measures them); buildings and enterprises in the
+    province's ``crs``, where every cross-county distance is measured."""
     path = Path(path)
     raw = {role: _read(path, role, i) for role in ROLES}
     codes = raw["parcels"]["parcel_code"].dropna().astype(str).str[:6]
     county = codes.mode().iloc[0] if len(codes) else f"{i:06d}"
-    out = {role: _geo(raw[role], crs) for role in ("parcels", "defacto", "buildings")}
-    out["enterprises"] = _points(raw["enterprises"], crs)
+    parcels = _geo(raw["parcels"], 4490)
+    zone = metric_crs_for(parcels)
+    out = {"parcels": parcels.to_crs(zone), "defacto": _geo(raw["defacto"], zone),
+           "buildings": _geo(raw["buildings"], crs), "enterprises": _points(raw["enterprises"], crs)}
     for role in ("metrics", "leases", "corrections"):
         out[role] = raw[role]
-    return {role: df.assign(county=county) for role, df in out.items()}
+    return {**{role: df.assign(county=county) for role, df in out.items()}, "zone": zone}
 
 
 def county_bounds(path: str | Path, i: int) -> tuple[float, float, float, float]:
@@ -157,10 +163,21 @@ def province_crs(bounds: list[tuple[float, float, float, float]]):
 
 
 # -- the steps (shared by both runs) ---------------------------------------------------------------
-def _land(data: dict[str, pd.DataFrame]) -> gpd.GeoDataFrame:
+def _land(data: dict, crs) -> gpd.GeoDataFrame:
+    """The county's land and 宗地身份码, built in its own zone (as its import builds them), then
+    projected to the province's ``crs`` for matching; ``area_m2`` / ``area_mu`` stay the zone's."""
     county = data["parcels"]["county"].iloc[0] if len(data["parcels"]) else None
     land = build_land(data["parcels"], data["defacto"], county_code=county)
-    return land.assign(county=county)
+    return land.to_crs(crs).assign(county=county)
+
+
+def _sublots(land: gpd.GeoDataFrame, links: pd.DataFrame, zone) -> gpd.GeoDataFrame:
+    """Sub-lot outlines (:func:`spatial.split.sublot_geometries`) of one county's land, their
+    ``area_m2`` measured in the county's ``zone`` like its land's."""
+    subs = sublot_geometries(land, links)
+    if len(subs):
+        subs["area_m2"] = subs.geometry.to_crs(zone).area.to_numpy()
+    return subs
 
 
 def _match(land, ents, buildings, leases, corrections, tol: float, rule: str):
@@ -237,13 +254,15 @@ def run_single(path: str | Path, year: int, *, scheme: str = "zhejiang_default",
     n = partitions(path)
     crs = province_crs([county_bounds(path, i) for i in range(n)])
     parts = [read_county(path, i, crs) for i in range(n)]
-    land = pd.concat([_land(d) for d in parts], ignore_index=True)
+    land = pd.concat([_land(d, crs) for d in parts], ignore_index=True)
     land = gpd.GeoDataFrame(land, geometry="geometry", crs=crs)
-    cat = {r: pd.concat([d[r] for d in parts], ignore_index=True) for r in ROLES}
+    cat = {r: pd.concat([d[r] for d in parts], ignore_index=True) for r in ROLES if r not in ("parcels", "defacto")}
     ents = gpd.GeoDataFrame(cat["enterprises"], geometry="geometry", crs=crs)
     bld = gpd.GeoDataFrame(cat["buildings"], geometry="geometry", crs=crs)
     links = _match(land, ents, bld, cat["leases"], cat["corrections"], tolerance_m, rule)
-    subs = sublot_geometries(land, links)
+    zones = {d["parcels"]["county"].iloc[0]: d["zone"] for d in parts if len(d["parcels"])}
+    subs = _concat([_sublots(land[land["county"] == c], links[links["identity_code"].isin(
+        land.loc[land["county"] == c, "identity_code"])], z) for c, z in zones.items()])
     ent_land = enterprise_land(links, land)
     metrics = _metrics(cat["metrics"])
     pm = apportion_metrics(metrics, links)
@@ -494,7 +513,7 @@ def _task_prepare(path: str, i: int, crs, scratch: str) -> dict:
     """Read county *i*, build its land; write both to the scratch; return its keys and bounds."""
     root = Path(scratch)
     data = read_county(path, i, crs)
-    land = _land(data)
+    land = _land(data, crs)
     _write_scratch(land, _scratch(root, "land", i))
     for role in ("enterprises", "buildings", "metrics", "leases", "corrections"):
         _write_scratch(data[role], _scratch(root, role, i))
@@ -504,7 +523,7 @@ def _task_prepare(path: str, i: int, crs, scratch: str) -> dict:
     return {"i": i, "county": land["county"].iloc[0] if len(land) else data["parcels"]["county"].iloc[0],
             "bounds": tuple(shapely.total_bounds(geoms).tolist()),
             "keys": county_keys(land, data["enterprises"], data["leases"], data["corrections"]),
-            "rows": {"land": len(land), "enterprises": len(data["enterprises"])}}
+            "rows": {"land": len(land), "enterprises": len(data["enterprises"])}, "zone": data["zone"]}
 
 
 def _neighbours(prepared: list[dict], tol: float) -> dict:
@@ -517,10 +536,11 @@ def _neighbours(prepared: list[dict], tol: float) -> dict:
     out["homes"] = {h: by[c]["i"] for h, c in holder_homes(keys).items()}
     out["county"] = {p["i"]: p["county"] for p in prepared}
     out["rows"] = {p["i"]: p["rows"] for p in prepared}
+    out["zone"] = {p["i"]: p["zone"] for p in prepared}
     return out
 
 
-def _task_match(i: int, idx: list[int], scratch: str, tol: float, rule: str, *_deps) -> dict:
+def _task_match(i: int, idx: list[int], zone, scratch: str, tol: float, rule: str, *_deps) -> dict:
     """地企对应 and 多企共地分割 for the land of county *i* (its land + halo in memory).
 
     ``idx``: county *i* and its neighbours in index order (the single process's order: the
@@ -532,7 +552,7 @@ def _task_match(i: int, idx: list[int], scratch: str, tol: float, rule: str, *_d
     links = _match(sel["land"], sel["enterprises"], sel["buildings"], sel["leases"], sel["corrections"], tol, rule)
     links = links[_isin(links["identity_code"], own["identity_code"])].reset_index(drop=True).assign(county=c)
     _write_scratch(links, _scratch(root, "links", i))
-    _write_scratch(sublot_geometries(own, links), _scratch(root, "sublots", i))
+    _write_scratch(_sublots(own, links, zone), _scratch(root, "sublots", i))
     return {"links": len(links), "halo_land": int((sel["land"]["county"] != c).sum()),
             "halo_enterprises": int((sel["enterprises"]["county"] != c).sum())}
 
@@ -665,7 +685,7 @@ def run_province(path: str | Path, year: int, out: str | Path, *, scheduler: str
         homed: dict[int, list[str]] = {i: [] for i in range(n)}
         for h, j in nb["homes"].items():
             homed[j].append(h)
-        match = {i: client.submit(_task_match, i, idx[i], s, tolerance_m, rule, key=key("match", i))
+        match = {i: client.submit(_task_match, i, idx[i], nb["zone"][i], s, tolerance_m, rule, key=key("match", i))
                  for i in range(n)}
         # a county's rate task waits only for the match tasks of the counties it reads
         rate = {i: client.submit(_task_rate, i, idx[i], homed[i], s, str(out), year, scheme,

@@ -287,3 +287,33 @@ def test_halo_keeps_a_building_by_the_far_end_of_a_neighbours_piece(tmp_path):
     assert list(got["buildings"]["building_id"]) == list(whole["buildings"]["building_id"]) == ["BA", "BB"]
     assert list(got["land"]["identity_code"]) == list(whole["land"]["identity_code"]) == ["R-A1", "R-B1"]
     assert list(got["enterprises"]["uscc"]) == list(whole["enterprises"]["uscc"]) == ["EA", "EB"]
+
+
+def test_land_is_measured_in_its_counties_own_zone(tmp_path):
+    """A province wider than one Gauss-Krüger zone (here 120°E and 115°E) matches in one CRS,
+    but each county's land is built and measured in its own zone, as its own import does: the
+    same 亩 (and so the same 亩均 figures and grades) whether a county is rated alone or in a
+    province. In the province's CRS both counties' areas would be 0.04-0.3 % off."""
+    import app.province as prov
+    from spatial.crs import gk_zone_epsg
+    from spatial.identity import build_land
+    from spatial.synthetic import _county_centre
+
+    far = next(i for i in range(241, 3000) if _county_centre(i)[0] < 115.4 and abs(_county_centre(i)[1] - 30) < 1)
+    w = _ProvinceWriter(tmp_path, "parquet")
+    counties = [generate_county(seed=3, parcels=40, index=i, enterprises_per_parcel=2) for i in (0, far)]
+    for c in counties:
+        w.add(c)
+    w.close()
+    crs = prov.province_crs([prov.county_bounds(tmp_path, i) for i in range(2)])
+    for i, c in enumerate(counties):
+        data = prov.read_county(tmp_path, i, crs)
+        zone = gk_zone_epsg(float(np.mean(c.parcels.to_crs(4490).total_bounds[[0, 2]])))
+        assert data["zone"] == zone and zone != crs
+        land = prov._land(data, crs)
+        alone = build_land(c.parcels.to_crs(4490).to_crs(zone), c.defacto.to_crs(4490).to_crs(zone),
+                           county_code=c.county_code)
+        assert land.crs == crs and list(land["identity_code"]) == list(alone["identity_code"])
+        np.testing.assert_array_equal(land["area_m2"].to_numpy(), alone["area_m2"].to_numpy())
+        in_province_crs = land.geometry.area.to_numpy()
+        assert np.abs(in_province_crs / alone["area_m2"].to_numpy() - 1).min() > 1e-4
