@@ -10,8 +10,10 @@ process tree, one after the other:
 
 * single: ``run_single`` in a child process; its peak RSS sampled every 50 ms (``psutil``) and
   from ``wait4`` (``ru_maxrss``); its time per step from wrappers around the steps.  With
-  ``--single-limit-gib G`` the bench kills the child as soon as its RSS passes G GiB (a memory
-  limit enforced from outside, like a cgroup's) and reports the step it was in;
+  ``--single-limit-gib G`` the child runs in a memory cgroup of G GiB (cgroup v2 ``memory.max``
+  or v1 ``memory.limit_in_bytes``; the kernel's OOM killer ends it, as on a machine or container
+  of G GiB without swap) and the bench reports the step it was in; where no cgroup can be made
+  (not root) it kills the child when its sampled RSS passes G GiB instead;
   ``--no-single`` skips it (compare with an earlier run's output: ``--reference DIR``).
 * dask N: a ``LocalCluster`` of N single-threaded worker *processes* started first (start-up
   reported apart, not in the wall time); the run's wall time from submitting the graph to the
@@ -140,11 +142,65 @@ class Spy:
         return dict(seconds)
 
 
+class MemoryCgroup:
+    """A memory cgroup of ``limit`` bytes (v2, else v1) for one child process, no swap.
+
+    ``enter`` is the child's ``preexec_fn``: the limit holds from its first allocation."""
+
+    def __init__(self, limit: int):
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+        name = f"mujun_bench_{os.getpid()}"
+        if v2.exists():
+            self.path, self.files = Path("/sys/fs/cgroup") / name, ("memory.max", "memory.peak", "memory.swap.max")
+        else:
+            self.path, self.files = Path("/sys/fs/cgroup/memory") / name, (
+                "memory.limit_in_bytes", "memory.max_usage_in_bytes", "memory.memsw.limit_in_bytes")
+        self.path.mkdir()
+        (self.path / self.files[0]).write_text(str(limit))
+        if (self.path / self.files[2]).exists():
+            try:
+                (self.path / self.files[2]).write_text("0" if v2.exists() else str(limit))
+            except OSError:
+                pass  # no swap accounting: the machine has no swap here anyway
+
+    @classmethod
+    def make(cls, limit: int) -> "MemoryCgroup | None":
+        try:
+            return cls(limit)
+        except OSError:
+            return None
+
+    def enter(self) -> None:
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def peak(self) -> float | None:
+        f = self.path / self.files[1]
+        return int(f.read_text()) / 2**20 if f.exists() else None
+
+    def oom_killed(self) -> bool:
+        events = self.path / "memory.events"
+        if events.exists():
+            return any(line.split()[0] == "oom_kill" and int(line.split()[1]) > 0
+                       for line in events.read_text().splitlines())
+        ctl = self.path / "memory.oom_control"
+        return ctl.exists() and any(line.startswith("oom_kill ") and int(line.split()[1]) > 0
+                                    for line in ctl.read_text().splitlines())
+
+    def remove(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
 def run_single(bundle: str, year: int, out: Path, limit_gib: float | None, profile: bool, tmp: Path) -> dict:
     t = time.perf_counter()
+    cg = MemoryCgroup.make(int(limit_gib * 2**30)) if limit_gib else None
     p = subprocess.Popen([sys.executable, "-c", SINGLE, bundle, str(year), str(out)], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    peaks = Peaks({"single": p.pid}, int(limit_gib * 2**30) if limit_gib else None)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=cg.enter if cg else None)
+    # without a cgroup the watchdog kills at the limit; with one the kernel does
+    peaks = Peaks({"single": p.pid}, int(limit_gib * 2**30) if limit_gib and not cg else None)
     spy = Spy([p.pid], tmp) if profile else None
     last = [""]
 
@@ -160,8 +216,16 @@ def run_single(bundle: str, year: int, out: Path, limit_gib: float | None, profi
     th.join(5)
     peak = peaks.close()["single"]
     steps = spy.close() if spy else {}
+    if cg:
+        oom, cg_peak = cg.oom_killed(), cg.peak()
+        cg.remove()
+        if oom or status == signal.SIGKILL:
+            return {"killed": True, "by": f"OOM killer of a {limit_gib} GiB memory cgroup ({cg.path})",
+                    "after": wall_total, "peak_mib": peak, "cgroup_peak_mib": cg_peak, "step": last[0],
+                    "profile": steps}
     if peaks.killed:
-        return {"killed": True, "after": wall_total, "peak_mib": peak, "step": last[0], "profile": steps}
+        return {"killed": True, "by": f"RSS watchdog at {limit_gib} GiB (no cgroup could be made)",
+                "after": wall_total, "peak_mib": peak, "step": last[0], "profile": steps}
     if status != 0:
         raise SystemExit(f"single process failed ({status}) in step {last[0]}")
     info = json.loads(p.stdout.read().strip().splitlines()[-1])
@@ -255,7 +319,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--no-single", action="store_true", help="skip the single process")
     ap.add_argument("--single-limit-gib", type=float, default=None,
-                    help="kill the single process when its RSS passes this (GiB)")
+                    help="run the single process in a memory cgroup of this many GiB")
     ap.add_argument("--reference", help="single-process outputs of an earlier run (with --no-single)")
     ap.add_argument("--profile", action="store_true", help="py-spy every process: seconds per step")
     ap.add_argument("--keep", action="store_true", help="keep the outputs (printed directory)")
@@ -274,7 +338,8 @@ def main() -> None:
         ref.mkdir(exist_ok=True)
         s = run_single(a.bundle, a.year, ref, a.single_limit_gib, a.profile, tmp)
         if s.get("killed"):
-            print(f"single process: KILLED at {s['peak_mib']:.0f} MiB RSS (limit {a.single_limit_gib} GiB) after "
+            cg = f", cgroup peak {s['cgroup_peak_mib']:.0f} MiB" if s.get("cgroup_peak_mib") else ""
+            print(f"single process: KILLED by the {s['by']} at {s['peak_mib']:.0f} MiB RSS{cg} after "
                   f"{s['after']:.0f} s, in step {s['step']}; load {os.getloadavg()}", flush=True)
             s = None
         else:
