@@ -62,7 +62,7 @@ from spatial.columns import (
 )
 from spatial.crs import normalize_coord_sys, to_cgcs2000
 
-__all__ = ["Bundle", "BundleError", "read_bundle", "REJECT_COLUMNS", "TARGET_CRS"]
+__all__ = ["Bundle", "BundleError", "bundle_from_frames", "read_bundle", "REJECT_COLUMNS", "TARGET_CRS"]
 
 #: Every layer is converted to CGCS2000 geographic.
 TARGET_CRS = "EPSG:4490"
@@ -196,6 +196,56 @@ def read_bundle(path, *, crs=None, overrides=None, progress: Progress | None = N
                   source_crs=source_crs, ignored=ignored)
 
 
+def bundle_from_frames(frames: dict[str, pd.DataFrame], *, labels: dict[str, str] | None = None,
+                       first_rows: dict[str, int] | None = None) -> Bundle:
+    """A bundle from tables already in memory (a county's row group of a GeoParquet province),
+    through the steps :func:`read_bundle` runs on each file once it is read: column matching
+    (alias table), required columns, junk check, text cells, typed cells, enterprise points.
+
+    ``frames[role]``: the table as read. Layers (``parcels``, ``buildings``, ``defacto``) are
+    GeoDataFrames with a CRS (features outside its area of use rejected, then converted to
+    EPSG:4490); ``enterprises`` a table with lon/lat (and 坐标系) or a GeoDataFrame of points.
+    ``labels[role]``: the name rejects give as ``file`` (default ``role``); ``first_rows[role]``:
+    the ``_row`` of the table's first row (default 1; rows are numbered on from it, so a row
+    group at offset *k* of a file passes *k* + 1 and rejects name the row of the whole file).
+    Nothing is dropped (like :func:`read_bundle`): :func:`spatial.validate.validate_bundle`
+    removes the rows with errors.
+
+    Raises :class:`BundleError` when a required role is missing or empty, a table lacks a
+    required column, a layer has no CRS, or a large table is mostly junk.
+
+    >>> b = bundle_from_frames({"parcels": parcels_4490, "enterprises": ents},      # doctest: +SKIP
+    ...                        labels={"parcels": "parcels.parquet"}, first_rows={"parcels": 2001})
+    """
+    labels, first_rows = labels or {}, first_rows or {}
+    unknown = set(frames) - set(ROLES)
+    if unknown:
+        raise BundleError(f"unknown roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
+    for role in REQUIRED_ROLES:
+        if role not in frames:
+            raise BundleError(f"缺少必需表 {role}（{ROLE_NAMES[role]}）(missing required table {role})")
+    rejects = _Rejects()
+    tables: dict[str, pd.DataFrame] = {}
+    column_map: dict[str, dict[str, str]] = {}
+    source_crs: dict[str, str] = {}
+    for role in ROLES:
+        if role not in frames:
+            continue
+        raw, label = frames[role].reset_index(drop=True), labels.get(role, role)
+        rows = np.arange(len(raw), dtype="int64") + int(first_rows.get(role, 1))
+        layer = role in LAYER_ROLES or (role == "enterprises" and isinstance(raw, gpd.GeoDataFrame))
+        if layer:
+            if not isinstance(raw, gpd.GeoDataFrame) or raw.crs is None:
+                raise BundleError(f"{label}: 没有坐标系 (layer {role} must be a GeoDataFrame with a CRS)")
+            source_crs[role] = raw.crs.to_string()
+            raw = _to_target(raw, raw.crs, label, role, rows, rejects)
+        else:
+            raw = raw.copy(deep=False)  # the steps may add a derived column: never to the caller's frame
+        tables[role], column_map[label] = _from_raw(role, raw, rows, label, rejects,
+                                                    point_layer=layer and role == "enterprises")
+    return Bundle(tables=tables, column_map=column_map, rejects=rejects.frame(), files={}, source_crs=source_crs)
+
+
 # --------------------------------------------------------------------------------------------
 # finding files
 
@@ -292,28 +342,46 @@ def _read_one(role, fpath: Path, label: str, ov: dict, crs_arg, rejects: "_Rejec
     formula_cells: list[tuple[int, str]] = []
     if ext in LAYER_EXTS:
         raw, rows, src_crs, hints = _read_layer(role, fpath, label, ov, crs_arg, progress, rejects)
-        headers = [c for c in raw.columns if c != "geometry"]
     else:
         raw, rows, formula_cells = _read_table(role, fpath, label, ov, progress, rejects)
-        headers, src_crs = list(raw.columns), None
+        src_crs = None
+    is_point_layer = role == "enterprises" and ext in LAYER_EXTS
+    df, mapping = _from_raw(role, raw, rows, label, rejects, hints=hints, columns=ov.get("columns"),
+                            point_layer=is_point_layer, formula_cells=formula_cells, name=fpath)
+    return df, mapping, src_crs
+
+
+def _from_raw(role, raw: pd.DataFrame, rows: np.ndarray, label: str, rejects: "_Rejects", *,
+              hints: dict | None = None, columns: dict | None = None, point_layer: bool = False,
+              formula_cells=(), name: Path | None = None):
+    """A role's table as read (text cells, or a layer in EPSG:4490 with a ``geometry`` column)
+    → its canonical table: columns matched, required columns checked, junk and text cells
+    checked, cells typed, enterprise points built. The steps every source shares (files through
+    :func:`read_bundle`, in-memory tables through :func:`bundle_from_frames`).
+
+    ``rows``: each row's number as a person finds it; ``columns``: source → canonical, winning
+    over the alias table (``hints``: the reader's own, e.g. a recoded Shapefile field); ``name``:
+    the file name a metrics year may be taken from.
+    Returns (table, column map). Raises :class:`BundleError` for a table that cannot be used."""
+    layer = role in LAYER_ROLES or point_layer
+    headers = [c for c in raw.columns if c != "geometry"] if layer else list(raw.columns)
     if len(raw) == 0 and role in REQUIRED_ROLES:
         raise BundleError(f"{label}: 文件没有数据行 (no data rows) — a {role} file needs at least one row")
     if any("\x00" in str(h) or len(str(h)) > 200 for h in headers):
         # a header is stored as a key of the row's attrs (JSONB): no NUL, valid text, bounded length
         clean = _unique([str(h).replace("\x00", "")[:200] for h in headers])
         raw = raw.rename(columns=dict(zip(headers, clean)))
-        hints = {clean[headers.index(k)] if k in headers else k: v for k, v in hints.items()}
+        hints = {clean[headers.index(k)] if k in headers else k: v for k, v in (hints or {}).items()}
         formula_cells = [(r, clean[headers.index(h)]) for r, h in formula_cells]
         headers = clean
-    mapping, conflicts = match_columns(role, headers, {**hints, **(ov.get("columns") or {})})
+    mapping, conflicts = match_columns(role, headers, {**(hints or {}), **(columns or {})})
     if conflicts:
         raise BundleError(f"{label}: " + "; ".join(conflicts) + " — rename one or map it with overrides[…]['columns']")
-    is_point_layer = role == "enterprises" and ext in LAYER_EXTS
-    if is_point_layer:
+    if point_layer:
         # lon/lat come from the geometry; attribute columns called lon/lat are kept as extras.
         mapping = {s: c for s, c in mapping.items() if c not in ("lon", "lat")}
-    _derive_missing(role, raw, mapping, fpath)
-    _require_columns(role, label, mapping, headers, is_point_layer)
+    _derive_missing(role, raw, mapping, name if name is not None else Path(label))
+    _require_columns(role, label, mapping, headers, point_layer)
     _check_junk(role, raw, mapping, label)
     _check_text_cells(raw, rows, mapping, label, rejects)
     for row, header in formula_cells:
@@ -326,10 +394,10 @@ def _read_one(role, fpath: Path, label: str, ov: dict, crs_arg, rejects: "_Rejec
                     "error" if canon else "warning")
     df = _canonicalize(role, raw, rows, mapping, label, rejects)
     if role == "enterprises":
-        df = _enterprise_points(df, raw, label, rejects, is_point_layer)
+        df = _enterprise_points(df, raw, label, rejects, point_layer)
     elif role in LAYER_ROLES:
         df = gpd.GeoDataFrame(df, geometry=raw.geometry.values, crs=TARGET_CRS)
-    return df, mapping, src_crs
+    return df, mapping
 
 
 def _derive_missing(role, raw: pd.DataFrame, mapping: dict, fpath: Path) -> None:
@@ -538,11 +606,16 @@ def _read_layer(role, fpath: Path, label: str, ov: dict, crs_arg, progress, reje
     if cut_utf8:
         gdf, hints = _recode_cut_utf8(gdf, role, label, rejects)
     src = _resolve_crs(gdf, label, role, ov.get("crs"), crs_arg)
+    rows = np.arange(1, len(gdf) + 1)
+    return _to_target(gdf, src, label, role, rows, rejects), rows, CRS.from_user_input(src).to_string(), hints
+
+
+def _to_target(gdf: gpd.GeoDataFrame, src, label: str, role: str, rows: np.ndarray, rejects: "_Rejects"):
+    """A layer labelled ``src`` in :data:`TARGET_CRS`, features outside ``src``'s area of use
+    rejected (:func:`_check_area_of_use`)."""
     gdf = gdf.set_crs(src, allow_override=True)
-    gdf = _check_area_of_use(gdf, label, role, src, rejects)
-    out = to_crs_cached(gdf, TARGET_CRS)
-    rows = np.arange(1, len(out) + 1)
-    return out, rows, CRS.from_user_input(src).to_string(), hints
+    gdf = _check_area_of_use(gdf, label, role, src, rejects, rows)
+    return to_crs_cached(gdf, TARGET_CRS)
 
 
 @functools.lru_cache(maxsize=64)
@@ -821,12 +894,13 @@ def _guess_crs(bounds) -> str:
     return ""
 
 
-def _check_area_of_use(gdf, label, role, src, rejects: "_Rejects | None" = None):
+def _check_area_of_use(gdf, label, role, src, rejects: "_Rejects | None" = None, rows: np.ndarray | None = None):
     """Refuse coordinates that cannot be in the CRS they are labelled with (GK metres labelled 4326).
 
     Judged per feature: when most features fit the CRS, the few that do not (a vertex typed
     1000 km off, NaN coordinates) are rejected rows with their geometry cleared, not a refusal of
-    the whole file. Returns the layer (with those geometries set to None).
+    the whole file. ``rows``: the features' row numbers (default 1, 2, …). Returns the layer
+    (with those geometries set to None).
     """
     crs = CRS.from_user_input(src)
     geoms = gdf.geometry.values
@@ -845,7 +919,7 @@ def _check_area_of_use(gdf, label, role, src, rejects: "_Rejects | None" = None)
         return gdf
     idx = np.flatnonzero(present)[~fits]
     bad_b = b[~fits]
-    rejects.add(label, idx + 1, "geometry",
+    rejects.add(label, idx + 1 if rows is None else np.asarray(rows)[idx], "geometry",
                 [f"({x0:.6g}, {y0:.6g})–({x1:.6g}, {y1:.6g})" for x0, y0, x1, y1 in bad_b],
                 f"坐标超出坐标系 {crs.to_string()} 的范围（个别图形坐标错误，如多输了位数）(feature outside the area of use "
                 f"of {crs.to_string()}) — 修正该图形的坐标", "error")
