@@ -699,7 +699,8 @@ def run_province_(province: Path = typer.Option(..., exists=True, file_okay=Fals
             r, pct = e.rows, f"全省 {e.done / e.total:.0%}"
             name = f"县 {e.county}（第 {e.index + 1}/{n} 县）"
             if e.stage == "prepare":
-                line = f"{name} 建地完成：宗地 {r['land']:,} 块，企业 {r['enterprises']:,} 家"
+                line = (f"{name} 导入校验、建地完成：宗地 {r['land']:,} 块，企业 {r['enterprises']:,} 家，"
+                        f"拒收 {r['rejected']:,} 行，警告 {r['warnings']:,} 条")
             elif e.stage == "match":
                 line = (f"{name} 地企对应、分割完成：{r['links']:,} 条对应（邻县宗地 {r['halo_land']:,} 块、"
                         f"企业 {r['halo_enterprises']:,} 家参与）")
@@ -716,7 +717,10 @@ def run_province_(province: Path = typer.Option(..., exists=True, file_okay=Fals
             bar.stop()
             fail(str(exc))
     print(f"{report.counties} 个县，{report.workers} 个 worker，{report.seconds} 秒；结果：{report.out}")
-    print("  " + ", ".join(f"{k} {v}" for k, v in report.rows.items()))
+    print("  " + ", ".join(f"{k} {v}" for k, v in report.rows.items() if k not in ("rejected", "warnings")))
+    rejected, warned = report.rows.get("rejected", 0), report.rows.get("warnings", 0)
+    print(f"导入校验：拒收 {rejected:,} 行（有错误的行，未参与计算），警告 {warned:,} 条；"
+          f"明细（县、文件、行号、字段、值、原因）见 {report.out / 'rejects'}/（每县一个 Parquet 文件）")
     if to_db:
         import sqlalchemy as sa
 

@@ -9,8 +9,11 @@ One Dask graph (``dask.distributed``; a ``LocalCluster`` with one worker per cor
 scheduler address is given), four tasks per county:
 
 1. ``bounds``  — the county's extent (EPSG:4490), for the province's metric CRS;
-2. ``prepare`` — read the county's row group, project to the province's Gauss-Krüger zone,
-   build its land and 宗地身份码 (:func:`spatial.identity.build_land`, the county's code);
+2. ``prepare`` — read the county's row group, validate it as the county's import does
+   (:func:`spatial.io.bundle_from_frames`, :func:`spatial.validate.validate_bundle`: only rows
+   without an error go on, the rejects are written to ``OUT/rejects/<county>.parquet``), project
+   to the province's Gauss-Krüger zone, build its land and 宗地身份码
+   (:func:`spatial.identity.build_land`, the county's code);
 3. ``match``   — its land + halo (:mod:`spatial.partition`): 地企对应, 多企共地分割, sub-lots;
    keeps the links on its own land;
 4. ``rate``    — 一企多地合并 for its enterprises, apportioned figures for its land, and the
@@ -49,15 +52,24 @@ from scoring import evaluate, load_scheme
 from spatial.apportion import apportion_metrics, enterprise_land
 from spatial.crs import metric_crs_for, normalize_coord_sys, to_cgcs2000
 from spatial.identity import _isin, build_land
+from spatial.io import REJECT_COLUMNS, BundleError, bundle_from_frames
 from spatial.match import match_enterprises
 from spatial.partition import MARGIN_M, county_keys, halo, holder_homes, neighbours
 from spatial.split import split_shares, sublot_geometries
+from spatial.validate import validate_bundle
 
-__all__ = ["run_province", "run_single", "ProvinceReport", "CountyProgress", "OUTPUTS"]
+__all__ = ["run_province", "run_single", "read_county", "validate_county", "ProvinceReport", "CountyProgress",
+           "OUTPUTS", "REJECTS"]
 
 ROLES = ("parcels", "defacto", "buildings", "enterprises", "metrics", "leases", "corrections")
 #: Output tables (one Parquet file per county under ``OUT/<table>/``).
 OUTPUTS = ("land", "links", "sublots", "enterprise_land", "parcel_metrics", "enterprise_ratings", "parcel_ratings")
+#: Import-validation problems of each county (``OUT/rejects/<county>.parquet``): the county's
+#: code, then :data:`spatial.io.REJECT_COLUMNS` (``file`` is the province file, ``row`` its
+#: 1-based row in the whole file).
+REJECTS = "rejects"
+_REJECT_COLUMNS = ["county", *REJECT_COLUMNS]
+_LAYERS = ("parcels", "defacto", "buildings")
 _RATING_COLUMNS = ["subject_id", "county", "list_name", "group", "evaluated", "excluded_reason", "score", "rank",
                    "rank_n", "percentile", "band_grade", "grade"]
 
@@ -69,13 +81,18 @@ class CountyProgress:
     index: int           #: row group of the county in the province files
     county: str | None   #: its 6-digit code
     stage: str           #: ``prepare`` (land built), ``match`` (links, sub-lots) or ``rate`` (outputs written)
-    rows: dict[str, int]  #: rows of the stage: land/enterprises, links/halo, or each output table
+    #: rows of the stage: land/enterprises and ``rejected`` (rows dropped by import-validation)
+    #: and ``warnings`` (warnings listed), links/halo, or each output table
+    rows: dict[str, int]
     done: int            #: stages finished so far, all counties
     total: int           #: stages in all (3 per county)
 
 
 @dataclass
 class ProvinceReport:
+    """A finished :func:`run_province`; ``rows``: rows of each output table, ``rejected`` (rows
+    import-validation dropped, all counties) and ``warnings`` (warnings it listed)."""
+
     counties: int
     year: int
     workers: int
@@ -110,8 +127,9 @@ def _read(path: Path, role: str, i: int) -> pd.DataFrame:
 
 
 def _geo(df: pd.DataFrame, crs) -> gpd.GeoDataFrame:
-    g = gpd.GeoDataFrame(df.drop(columns="geometry"), geometry=shapely.from_wkb(df["geometry"].to_numpy()),
-                         crs=4490)
+    # unreadable WKB becomes no geometry: validation rejects it ("几何为空") instead of a traceback
+    g = gpd.GeoDataFrame(df.drop(columns="geometry"), crs=4490,
+                         geometry=shapely.from_wkb(df["geometry"].to_numpy(), on_invalid="ignore"))
     return g.to_crs(crs)
 
 
@@ -127,24 +145,81 @@ def _points(e: pd.DataFrame, crs) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(e.drop(columns=["lon", "lat"]), geometry=geom, crs=4490).to_crs(crs)
 
 
-def read_county(path: str | Path, i: int, crs) -> dict:
+def validate_county(path: str | Path, i: int, raw: dict[str, pd.DataFrame] | None = None):
+    """County *i* checked as its own import checks it: (validated bundle, rejects).
+
+    The row groups (``raw``, read if not given) go through :func:`spatial.io.bundle_from_frames`
+    and :func:`spatial.validate.validate_bundle` with ``references="province"`` (a lease, 纠偏
+    or metrics row may name a parcel or enterprise of another county: a warning, not an error).
+    The bundle holds the rows without an error, typed as the import types them, layers and
+    enterprise points in EPSG:4490. ``rejects``: ``county`` + :data:`spatial.io.REJECT_COLUMNS`,
+    ``file`` the province file (``enterprises.parquet``) and ``row`` the 1-based row of the whole
+    file. Raises ``ValueError`` (Chinese) when a table cannot be imported at all (a required
+    column missing, no parcels …)."""
+    path = Path(path)
+    raw = raw if raw is not None else {role: _read(path, role, i) for role in ROLES}
+    first = {}
+    for role in ROLES:
+        meta = pq.ParquetFile(path / f"{role}.parquet").metadata
+        first[role] = sum(meta.row_group(j).num_rows for j in range(i)) + 1
+    frames = {role: _geo(raw[role], 4490) if role in _LAYERS else raw[role] for role in ROLES}
+    try:
+        b = validate_bundle(bundle_from_frames(frames, labels={r: f"{r}.parquet" for r in ROLES}, first_rows=first),
+                            references="province")
+    except BundleError as exc:
+        raise ValueError(f"第 {i + 1} 个县（row group {i}）无法导入 (county {i} cannot be imported): {exc}") from None
+    codes = b.tables["parcels"]["parcel_code"].dropna().astype(str).str[:6]
+    county = codes.mode().iloc[0] if len(codes) else f"{i:06d}"
+    rejects = pd.DataFrame(b.rejects).reset_index(drop=True)
+    rejects.insert(0, "county", county)
+    return b, rejects[_REJECT_COLUMNS]
+
+
+def _pipeline_frames(b, raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The validated tables with the province file's columns (canonical names, the import's
+    types) and nothing the checks added (``_file``, ``_row``, ``x_*``, ``lon_src`` …);
+    enterprises without lon/lat (their point is the geometry), as :func:`_points` gives them."""
+    out = {}
+    for role in ROLES:
+        t, cmap = b.tables[role], b.column_map[f"{role}.parquet"]
+        cols = [cmap[c] for c in raw[role].columns if c in cmap and cmap[c] not in ("lon", "lat")]
+        if isinstance(t, gpd.GeoDataFrame):
+            cols.append(t.geometry.name)
+        out[role] = t[cols]
+    return out
+
+
+def read_county(path: str | Path, i: int, crs, *, validate: bool = True) -> dict:
     """County *i* of the province, each frame with a ``county`` column (the 6-digit code of its
     parcels), and ``zone``: the county's own metric CRS (EPSG of its Gauss-Krüger zone).
 
     Parcels and de-facto land are in ``zone``, where the county's own import builds its land
     (areas in 亩 and 边角料 as that import measures them); buildings and enterprises in the
-    province's ``crs``, where every cross-county distance is measured."""
+    province's ``crs``, where every cross-county distance is measured.
+
+    With ``validate`` (the default) only rows without an import error go on, typed as the import
+    types them (:func:`validate_county`); ``rejects`` lists the problems. ``validate=False``
+    passes every row as stored (for measuring what validation costs)."""
     path = Path(path)
     raw = {role: _read(path, role, i) for role in ROLES}
-    codes = raw["parcels"]["parcel_code"].dropna().astype(str).str[:6]
+    if validate:
+        b, rejects = validate_county(path, i, raw)
+        frames = _pipeline_frames(b, raw)
+        dropped = sum(len(raw[r]) - len(frames[r]) for r in ROLES)
+    else:
+        frames = {**{r: raw[r] for r in ROLES}, **{r: _geo(raw[r], 4490) for r in _LAYERS},
+                  "enterprises": _points(raw["enterprises"], 4490)}
+        rejects, dropped = pd.DataFrame(columns=_REJECT_COLUMNS), 0
+    codes = frames["parcels"]["parcel_code"].dropna().astype(str).str[:6]
     county = codes.mode().iloc[0] if len(codes) else f"{i:06d}"
-    parcels = _geo(raw["parcels"], 4490)
+    parcels = frames["parcels"]
     zone = metric_crs_for(parcels)
-    out = {"parcels": parcels.to_crs(zone), "defacto": _geo(raw["defacto"], zone),
-           "buildings": _geo(raw["buildings"], crs), "enterprises": _points(raw["enterprises"], crs)}
+    out = {"parcels": parcels.to_crs(zone), "defacto": frames["defacto"].to_crs(zone),
+           "buildings": frames["buildings"].to_crs(crs), "enterprises": frames["enterprises"].to_crs(crs)}
     for role in ("metrics", "leases", "corrections"):
-        out[role] = raw[role]
-    return {**{role: df.assign(county=county) for role, df in out.items()}, "zone": zone}
+        out[role] = frames[role]
+    return {**{role: df.assign(county=county) for role, df in out.items()}, "zone": zone,
+            "rejects": rejects, "rejected": dropped}
 
 
 def county_bounds(path: str | Path, i: int) -> tuple[float, float, float, float]:
@@ -247,7 +322,8 @@ def run_single(path: str | Path, year: int, *, scheme: str = "zhejiang_default",
                rule: str = "equal") -> dict[str, pd.DataFrame]:
     """The whole province in this process: the reference for :func:`run_province`.
 
-    Land is built county by county (an independent de-facto piece carries its county's code, as
+    Returns the :data:`OUTPUTS` tables and ``rejects`` (every county's import-validation
+    problems, county by county, as ``run_province`` writes them). Land is built county by county (an independent de-facto piece carries its county's code, as
     an import of that county's bundle gives it); matching, splitting and apportioning run on the
     whole province at once; ratings rank within county (and industry group)."""
     path = Path(path)
@@ -281,7 +357,8 @@ def run_single(path: str | Path, year: int, *, scheme: str = "zhejiang_default",
     links = links.assign(county=county_of_land.reindex(links["identity_code"]).to_numpy())
     return _canonical({"land": land, "links": links, "sublots": subs, "enterprise_land": ent_land,
                        "parcel_metrics": pm, "enterprise_ratings": pd.concat(er, ignore_index=True),
-                       "parcel_ratings": pd.concat(pr, ignore_index=True)})
+                       "parcel_ratings": pd.concat(pr, ignore_index=True),
+                       REJECTS: pd.concat([d["rejects"] for d in parts], ignore_index=True)})
 
 
 # -- partitioned (Dask) ----------------------------------------------------------------------------
@@ -509,10 +586,15 @@ def _write(df: pd.DataFrame, f: Path) -> None:
         pd.DataFrame(df).to_parquet(f, index=False)
 
 
-def _task_prepare(path: str, i: int, crs, scratch: str) -> dict:
-    """Read county *i*, build its land; write both to the scratch; return its keys and bounds."""
+def _task_prepare(path: str, i: int, crs, scratch: str, out: str | None = None) -> dict:
+    """Read and validate county *i*, build its land; write both to the scratch (and its rejects
+    to ``out/rejects/<i>.parquet``); return its keys and bounds."""
     root = Path(scratch)
     data = read_county(path, i, crs)
+    if out is not None:
+        d = Path(out) / REJECTS
+        d.mkdir(parents=True, exist_ok=True)
+        _write(data["rejects"], d / f"{i:05d}.parquet")
     land = _land(data, crs)
     _write_scratch(land, _scratch(root, "land", i))
     for role in ("enterprises", "buildings", "metrics", "leases", "corrections"):
@@ -523,7 +605,8 @@ def _task_prepare(path: str, i: int, crs, scratch: str) -> dict:
     return {"i": i, "county": land["county"].iloc[0] if len(land) else data["parcels"]["county"].iloc[0],
             "bounds": tuple(shapely.total_bounds(geoms).tolist()),
             "keys": county_keys(land, data["enterprises"], data["leases"], data["corrections"]),
-            "rows": {"land": len(land), "enterprises": len(data["enterprises"])}, "zone": data["zone"]}
+            "rows": {"land": len(land), "enterprises": len(data["enterprises"]), "rejected": data["rejected"],
+                     "warnings": int((data["rejects"]["severity"] == "warning").sum())}, "zone": data["zone"]}
 
 
 def _neighbours(prepared: list[dict], tol: float) -> dict:
@@ -620,7 +703,8 @@ def run_province(path: str | Path, year: int, out: str | Path, *, scheduler: str
                  workers: int | None = None, scheme: str = "zhejiang_default", tolerance_m: float = 30.0,
                  rule: str = "equal", scratch: str | Path | None = None, processes: bool = True,
                  progress: Callable[[CountyProgress], None] | None = None, client=None) -> ProvinceReport:
-    """Run the province county by county on Dask; outputs under ``out/<table>/<county>.parquet``.
+    """Run the province county by county on Dask; outputs under ``out/<table>/<county>.parquet``,
+    each county's import-validation rejects under ``out/rejects/<county>.parquet``.
 
     ``scheduler``: address of a running Dask scheduler (``tcp://host:8786``); without it a
     ``LocalCluster`` of ``workers`` (default: one per core) single-threaded workers.
@@ -667,6 +751,8 @@ def run_province(path: str | Path, year: int, out: str | Path, *, scheduler: str
             if stage == "prepare":
                 county[i] = result["county"]
                 result = result["rows"]
+                for k in ("rejected", "warnings"):
+                    rows[k] = rows.get(k, 0) + result[k]
             elif stage == "rate":
                 for k, v in result.items():
                     rows[k] = rows.get(k, 0) + v
@@ -677,7 +763,8 @@ def run_province(path: str | Path, year: int, out: str | Path, *, scheduler: str
         p, s = str(path), str(scratch)
         bounds = [client.submit(county_bounds, p, i, key=key("bounds", i)) for i in range(n)]
         crs = client.submit(province_crs, bounds, key=key("crs", 0))
-        prep = {client.submit(_task_prepare, p, i, crs, s, key=key("prepare", i)): ("prepare", i) for i in range(n)}
+        prep = {client.submit(_task_prepare, p, i, crs, s, str(out), key=key("prepare", i)): ("prepare", i)
+                for i in range(n)}
         finished(prep)
         nb = client.submit(_neighbours, list(prep), tolerance_m, key=key("neighbours", 0)).result()
         del prep, bounds, crs
@@ -704,9 +791,10 @@ def run_province(path: str | Path, year: int, out: str | Path, *, scheduler: str
 
 
 def read_outputs(out: str | Path) -> dict[str, pd.DataFrame]:
-    """The outputs of :func:`run_province`, each table whole, in the canonical order."""
+    """The outputs of :func:`run_province`, each table whole, in the canonical order; with
+    ``rejects`` (county by county) when the run wrote them."""
     res = {}
-    for table in OUTPUTS:
+    for table in OUTPUTS + ((REJECTS,) if (Path(out) / REJECTS).is_dir() else ()):
         files = sorted((Path(out) / table).glob("*.parquet"))
         frames = []
         for f in files:
@@ -718,7 +806,8 @@ def read_outputs(out: str | Path) -> dict[str, pd.DataFrame]:
 
 _KEYS = {"land": ["identity_code"], "links": ["identity_code", "uscc"], "sublots": ["identity_code", "uscc"],
          "enterprise_land": ["uscc"], "parcel_metrics": ["identity_code", "year"],
-         "enterprise_ratings": ["subject_id", "list_name"], "parcel_ratings": ["subject_id", "list_name"]}
+         "enterprise_ratings": ["subject_id", "list_name"], "parcel_ratings": ["subject_id", "list_name"],
+         REJECTS: []}  # rejects stay county by county, in each county's order
 
 
 def _canonical(res: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

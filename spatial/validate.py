@@ -31,7 +31,7 @@ from spatial.crs import metric_crs_for
 from spatial.identifiers import PARCEL_CODE_RE, uscc_status_series
 from spatial.io import Bundle, _Rejects, to_crs_cached
 
-__all__ = ["validate_bundle", "industry_code_status", "GBT4754_DIVISIONS"]
+__all__ = ["validate_bundle", "industry_code_status", "GBT4754_DIVISIONS", "REFERENCES"]
 
 #: GB/T 4754-2017 门类 → 大类 (2-digit divisions). Every division 01–97 belongs to one section.
 GBT4754_SECTIONS = {
@@ -61,17 +61,30 @@ AREA_MISMATCH_SHARE = 0.05
 MAX_REJECTS_PER_FILE = 1000
 
 
+#: ``references=`` of :func:`validate_bundle`: where a referenced enterprise or parcel may be.
+REFERENCES = ("bundle", "province")
+
+
 def validate_bundle(bundle: Bundle, *, overlap_tolerance_m2: float = 1.0, year_range=None,
-                    progress=None) -> Bundle:
+                    references: str = "bundle", progress=None) -> Bundle:
     """Check every rule of the data contract; return a new Bundle without the rejected rows.
 
     ``overlap_tolerance_m2``: parcels overlapping each other by more than this are warned.
     ``year_range``: accepted metrics years, inclusive (default 1990 … next year).
+    ``references``: ``"bundle"`` (a county's import): a metrics row, lease or 纠偏 naming an
+    enterprise or parcel absent from the bundle is an error, as the data contract says.
+    ``"province"`` (one county of a province run, :mod:`app.province`): the row may name an
+    enterprise or parcel of another county of the province (a tenant leasing across the border),
+    so an absent one is a warning (不在本县数据中，可能属于省内其他县) and the row is kept; a
+    reference to a row this bundle rejected is still an error (the cascade). Raises
+    ``ValueError`` for any other value.
     ``progress(step, done, total)`` is called after each step.
 
     >>> clean = validate_bundle(bundle)                                # doctest: +SKIP
     >>> len(clean.tables["parcels"]) + len(clean.errors.query("file == 'parcels.shp'"))  # doctest: +SKIP
     """
+    if references not in REFERENCES:
+        raise ValueError(f"references must be one of {REFERENCES}, not {references!r}")
     if year_range is None:
         year_range = (1990, _dt.date.today().year + 1)
     rej = _Rejects(bundle.rejects)
@@ -125,8 +138,9 @@ def validate_bundle(bundle: Bundle, *, overlap_tolerance_m2: float = 1.0, year_r
         done("enterprises")
 
     # 3. rows pointing at parcels / enterprises (after those were cleaned: the cascade)
-    ent = _Ref(tables.get("enterprises"), removed.get("enterprises"), "uscc", "企业", "enterprise", rej)
-    par = _Ref(tables.get("parcels"), removed.get("parcels"), "parcel_code", "宗地", "parcel", rej)
+    outside = references == "province"
+    ent = _Ref(tables.get("enterprises"), removed.get("enterprises"), "uscc", "企业", "enterprise", rej, outside)
+    par = _Ref(tables.get("parcels"), removed.get("parcels"), "parcel_code", "宗地", "parcel", rej, outside)
     if "parcels" in tables:
         ent.check(tables["parcels"], "owner_uscc", severity="warning",
                   note="（权利人可不在企业名单中 / owners may be absent from the enterprise file）")
@@ -440,14 +454,17 @@ def _check_industry(df, rej):
 
 
 class _Ref:
-    """Checks that a column points at an existing key, telling "unknown" from "rejected"."""
+    """Checks that a column points at an existing key, telling "unknown" from "rejected".
 
-    def __init__(self, kept, removed, key, zh, en, rej):
+    ``outside``: the key may exist outside the bundle (another county of a province): an
+    unknown one is a warning saying so; a rejected one stays an error."""
+
+    def __init__(self, kept, removed, key, zh, en, rej, outside=False):
         self.kept = set() if kept is None else set(kept[key].dropna())
         self.removed = {} if removed is None or len(removed) == 0 else (
             removed.dropna(subset=[key]).drop_duplicates(key).set_index(key)[["_file", "_row", "_reason"]]
             .to_dict("index"))
-        self.key, self.zh, self.en, self.rej = key, zh, en, rej
+        self.key, self.zh, self.en, self.rej, self.outside = key, zh, en, rej, outside
 
     def check(self, df, col, severity="error", note=""):
         s = df[col]
@@ -457,15 +474,26 @@ class _Ref:
         if not miss.any():
             return
         reasons = np.empty(len(df), dtype=object)
+        rejected = np.zeros(len(df), dtype=bool)
         for i in np.flatnonzero(miss):
             v = s.iat[i]
             r = self.removed.get(v)
             if r is not None:
+                rejected[i] = True
                 reasons[i] = (f"{self.zh}记录已被拒绝：{r['_file']} 第 {r['_row']} 行 {r['_reason']} "
                               f"({self.en} {v} was rejected at {r['_file']} row {r['_row']})")
+            elif self.outside:
+                reasons[i] = (f"{self.zh}不在本县数据中，可能属于省内其他县 ({self.en} {v} is not in this county's "
+                              f"data; it may belong to another county of the province){note} — "
+                              f"若全省都没有该{self.zh}，改正代码")
             else:
                 reasons[i] = f"{self.zh}不存在 (unknown {self.en} {v}){note} — 改正代码，或把该{self.zh}加入{self.zh}数据"
-        _add(self.rej, df, miss, col, s, reasons, severity)
+        if self.outside:
+            # the cascade keeps its severity; an absent key may be across the border: a warning
+            _add(self.rej, df, rejected, col, s, reasons, severity)
+            _add(self.rej, df, miss & ~rejected, col, s, reasons, "warning")
+        else:
+            _add(self.rej, df, miss, col, s, reasons, severity)
 
 
 def _check_overlaps(gdf, tolerance, rej):
