@@ -461,6 +461,7 @@ class _Ref:
 
     def __init__(self, kept, removed, key, zh, en, rej, outside=False):
         self.kept = set() if kept is None else set(kept[key].dropna())
+        self.kept_keys = np.array(list(self.kept), dtype=object)
         self.removed = {} if removed is None or len(removed) == 0 else (
             removed.dropna(subset=[key]).drop_duplicates(key).set_index(key)[["_file", "_row", "_reason"]]
             .to_dict("index"))
@@ -469,7 +470,8 @@ class _Ref:
     def check(self, df, col, severity="error", note=""):
         s = df[col]
         present = s.notna().to_numpy()
-        known = s.isin(self.kept).to_numpy(dtype=bool)
+        # an object Index hashes the keys once (Series.isin on Arrow strings walks the set per call)
+        known = pd.Index(s.to_numpy(dtype=object), dtype=object).isin(self.kept_keys)
         miss = present & ~known
         if not miss.any():
             return
