@@ -9,6 +9,11 @@ Runs are never overwritten: publishing one makes it the one shown for its year.
 Year Y reads its own land (issue 10): the land valid in Y (:func:`app.api.layers.land_in_year_sql`)
 and the links, merged land and apportioned figures ``mujun match`` computed for Y — so a later
 land delivery leaves Y's inputs, its run hash and its results as they were.
+
+The stored form of a rating is built in one place, shared with the province run
+(:mod:`app.province`, :mod:`app.province_db`): :func:`rating_rows` (a subject's row from
+``scoring.evaluate``'s output), :func:`multiyear_rows` (the multi-year results from
+:func:`rating_history`).
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import pandas as pd
 import sqlalchemy as sa
 
 from app import db, store
-from app.api.layers import SHOWN_RUNS_SQL, land_in_year_sql
 from app.models import METRIC_COLUMNS, evaluation_runs
 from scoring import countable_land, evaluate, explain_text, load_scheme, multiyear_status, run_fingerprint, scheme_hash
 from scoring.scheme import Scheme
 
 _METRICS_SQL = ", ".join(f"m.{c}" for c in METRIC_COLUMNS)
+#: Rating columns stored as JSON (JSONB in the database; JSON text in a province run's Parquet).
+JSON_COLUMNS = ("indicators", "adjustments", "explanation", "warnings")
 
 
 @dataclass
@@ -64,6 +70,8 @@ def enterprise_subjects(conn: sa.Connection, year: int) -> pd.DataFrame:
 def parcel_subjects(conn: sa.Connection, year: int) -> pd.DataFrame:
     """Every piece of land with the year's apportioned figures; its industry and scale are its
     main occupant's (largest share); land nobody uses is ``idle`` (闲置)."""
+    from app.api.layers import land_in_year_sql  # here: the province run's workers import this module
+
     return store.read_frame(conn, f"""
         SELECT p.identity_code AS subject_id, p.area_mu AS land_area_mu, p.township,
                occ.industry_code, coalesce(occ.scale, '规下') AS scale, (occ.uscc IS NULL) AS idle,
@@ -94,7 +102,7 @@ def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang
         prev_ents = enterprise_subjects(conn, year - 1)
         parcels = parcel_subjects(conn, year)
         prev_parcels = parcel_subjects(conn, year - 1)
-        history = _history(conn, year)
+        history = rating_history(conn, year)
     if len(ents) == 0:
         raise ValueError(f"no metrics for {year} in the database: import a bundle with metrics for {year} "
                          "(`mujun import DIR`), then run `mujun match`")
@@ -119,9 +127,9 @@ def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang
     ent_out = evaluate(ents, sch, year, previous=prev_ents, kind="enterprise")
     _progress(progress, f"scoring {len(parcels)} parcels")
     par_out = evaluate(parcels, sch, year, previous=prev_parcels, kind="parcel")
-    ent_rows = _rating_rows(ent_out, ents, sch)
-    par_rows = _rating_rows(par_out, parcels, sch)
-    ent_rows, par_rows = _multiyear(ent_rows, par_rows, ents, history, sch, year)
+    ent_rows = rating_rows(ent_out, ents, sch)
+    par_rows = rating_rows(par_out, parcels, sch)
+    ent_rows, par_rows = multiyear_rows(ent_rows, par_rows, ents, history, sch, year)
 
     _progress(progress, "storing the run")
     from app import render
@@ -201,17 +209,31 @@ def _progress(progress, text: str) -> None:
         progress(text)
 
 
-def _history(conn: sa.Connection, year: int) -> pd.DataFrame:
-    """Grades of earlier years from the run shown for each year (multi-year rules read these)."""
+def rating_history(conn: sa.Connection, year: int, *, usccs: list[str] | None = None,
+                   identity_codes: list[str] | None = None) -> pd.DataFrame:
+    """Grades of years before ``year`` from the run shown for each year (multi-year rules read
+    these): ``subject_id`` (``E:`` + USCC, ``P:`` + 宗地身份码), ``year``, ``grade``,
+    ``tax_per_mu`` (万元/亩), ``electricity_kwh`` (kWh, enterprises).
+
+    ``usccs`` / ``identity_codes``: only these subjects (both or neither; a province run reads
+    each county's), else every subject. The rules are per subject, so a subset's rows are the
+    whole history's rows of those subjects."""
+    from app.api.layers import SHOWN_RUNS_SQL  # here: the province run's workers import this module
+
+    if (usccs is None) != (identity_codes is None):
+        raise ValueError("rating_history: give both usccs and identity_codes, or neither")
+    some = usccs is not None
     return store.read_frame(conn, f"""
         WITH shown AS (SELECT id, year FROM ({SHOWN_RUNS_SQL}) s WHERE year < :y)
         SELECT 'E:' || r.uscc AS subject_id, s.year, r.grade, r.tax_per_mu, m.electricity_kwh
         FROM shown s JOIN enterprise_ratings r ON r.run_id = s.id
         LEFT JOIN metrics m ON m.uscc = r.uscc AND m.year = s.year
+        {"WHERE r.uscc = ANY(:u)" if some else ""}
         UNION ALL
         SELECT 'P:' || r.identity_code, s.year, r.grade, r.tax_per_mu, NULL
         FROM shown s JOIN parcel_ratings r ON r.run_id = s.id
-        ORDER BY 1, 2""", {"y": year})
+        {"WHERE r.identity_code = ANY(:p)" if some else ""}
+        ORDER BY 1, 2""", {"y": year, **({"u": list(usccs), "p": list(identity_codes)} if some else {})})
 
 
 def _history_digest(history: pd.DataFrame) -> str:
@@ -230,7 +252,15 @@ def _tax_per_mu(subjects: pd.DataFrame, sch: Scheme) -> np.ndarray:
     return (tax / land.where(land > 0)).to_numpy(dtype=float, na_value=np.nan)
 
 
-def _rating_rows(out: pd.DataFrame, subjects: pd.DataFrame, sch: Scheme) -> pd.DataFrame:
+def rating_rows(out: pd.DataFrame, subjects: pd.DataFrame, sch: Scheme) -> pd.DataFrame:
+    """The stored rating of each subject (``enterprise_ratings`` / ``parcel_ratings`` columns
+    but the key, ``subject_id`` instead) from ``out``, :func:`scoring.evaluate`'s output for
+    ``subjects`` (its input: ``subject_id``, ``land_area_mu`` (亩), ``tax_paid``, ``tax_refund``
+    (万元), for land ``idle``), evaluated with ``explain=True`` (else ``explanation`` is ``{}``).
+
+    Beside the grade: 亩均税收 (:func:`_tax_per_mu`), the scheme's indicator values (rounded to
+    6 places), adjustments and the explanation with its Chinese ``text``
+    (:func:`scoring.explain_text`); ``warnings`` empty (:func:`multiyear_rows` adds them)."""
     keys = [ind.key for lst in sch.lists for ind in lst.indicators]
     keys = list(dict.fromkeys(k for k in keys if k in out.columns))
     indicators = out[keys].astype("float64").round(6).to_dict("records") if keys else [{}] * len(out)
@@ -262,9 +292,15 @@ def _rating_rows(out: pd.DataFrame, subjects: pd.DataFrame, sch: Scheme) -> pd.D
     return rows
 
 
-def _multiyear(ent_rows: pd.DataFrame, par_rows: pd.DataFrame, ents: pd.DataFrame, history: pd.DataFrame,
-               sch: Scheme, year: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Consecutive D years, 差别电价 and refunds for enterprises; 低产田 years for parcels."""
+def multiyear_rows(ent_rows: pd.DataFrame, par_rows: pd.DataFrame, ents: pd.DataFrame, history: pd.DataFrame,
+                   sch: Scheme, year: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Consecutive D years, 差别电价 and refunds (元) for enterprises, 低产田 years for parcels,
+    and their warnings, added to :func:`rating_rows`' rows of ``year`` (keys renamed ``uscc`` /
+    ``identity_code``), when the scheme has a ``multiyear`` section (rules:
+    :mod:`scoring.multiyear`).
+
+    ``ents``: ``subject_id`` and ``electricity_kwh`` (kWh, the 差别电价 applies to it) of the
+    enterprises; ``history``: earlier years, as :func:`rating_history` reads them."""
     if sch.multiyear is None:
         return (ent_rows.rename(columns={"subject_id": "uscc"}),
                 par_rows.rename(columns={"subject_id": "identity_code"}))
@@ -293,6 +329,13 @@ def _multiyear(ent_rows: pd.DataFrame, par_rows: pd.DataFrame, ents: pd.DataFram
         par_rows = par_rows.assign(low_yield_years=p["low_yield_years"].to_numpy())
         par_rows["warnings"] = [(["低产田"] if bool(x) else []) for x in p["low_yield"].fillna(False)]
     return ent_rows.rename(columns={"subject_id": "uscc"}), par_rows.rename(columns={"subject_id": "identity_code"})
+
+
+def json_text(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with each :data:`JSON_COLUMNS` value as the JSON text ``COPY`` writes for it
+    (:func:`app.store.copy_rows`): a Parquet-safe form, stored unchanged by the database, so
+    the JSONB equals what the dicts and lists would give."""
+    return rows.assign(**{c: [store._cell(v) for v in rows[c]] for c in JSON_COLUMNS if c in rows.columns})
 
 
 def _grade_counts(rows: pd.DataFrame) -> dict[str, int]:

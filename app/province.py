@@ -47,6 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
+from app.evaluation import json_text, rating_rows
 from app.models import METRIC_COLUMNS
 from scoring import evaluate, load_scheme
 from spatial.apportion import apportion_metrics, enterprise_land
@@ -72,6 +73,11 @@ _REJECT_COLUMNS = ["county", *REJECT_COLUMNS]
 _LAYERS = ("parcels", "defacto", "buildings")
 _RATING_COLUMNS = ["subject_id", "county", "list_name", "group", "evaluated", "excluded_reason", "score", "rank",
                    "rank_n", "percentile", "band_grade", "grade"]
+#: What a rating stores beside the grade (:func:`app.evaluation.rating_rows`; JSON columns as JSON
+#: text) and the subject's kWh (差别电价 applies to it): the multi-year results need history,
+#: which only the database has (:mod:`app.province_db` adds them).
+_STORED_COLUMNS = ["colour", "tax_per_mu", "land_area_mu", "idle", "indicators", "adjustments", "explanation",
+                   "warnings", "electricity_kwh"]
 
 
 @dataclass
@@ -305,11 +311,16 @@ def _ratings(ents: pd.DataFrame, land: pd.DataFrame, links: pd.DataFrame, ent_la
     out = []
     for subjects, kind in ((e, "enterprise"), (p, "parcel")):
         if len(subjects) == 0:
-            out.append(pd.DataFrame(columns=_RATING_COLUMNS))
+            out.append(pd.DataFrame(columns=_RATING_COLUMNS + _STORED_COLUMNS))
             continue
-        r = evaluate(subjects, sch, year, kind=kind, explain=False)
+        # explained: the stored rows are those `mujun evaluate` stores (colour, explanation, …)
+        r = evaluate(subjects, sch, year, kind=kind)
+        stored = json_text(rating_rows(r, subjects, sch))
+        stored["electricity_kwh"] = subjects["electricity_kwh"].to_numpy(dtype=float, na_value=np.nan) \
+            if "electricity_kwh" in subjects.columns else np.nan
         r["county"] = subjects["county"].to_numpy()
-        out.append(r[_RATING_COLUMNS].reset_index(drop=True))
+        out.append(pd.concat([r[_RATING_COLUMNS].reset_index(drop=True),
+                              stored[_STORED_COLUMNS].reset_index(drop=True)], axis=1))
     return out[0], out[1]
 
 
