@@ -5,18 +5,27 @@ One evaluation run (``evaluation_runs``) for the province run, then one transact
 its land as land versions of the year (``parcels``: a piece whose content is unchanged keeps its
 version, a changed one gets a new version from the year, as a land delivery does), the year's
 links, sub-lots, merged land and apportioned figures (replaced for that county's land and
-enterprises), its enterprises and metrics from the province input (upserted), and both ratings of
-the run. Every table is written with ``COPY`` (psycopg 3 ``cursor.copy``); the per-year tables
+enterprises), its enterprises and metrics from the province input (upserted; the rows the run
+used: validated, rejected rows left out, a metrics row of another county's enterprise written
+once every county's enterprises are in), and both ratings of the run. Every table is written with ``COPY`` (psycopg 3 ``cursor.copy``); the per-year tables
 get the year's partitions first (migration 0007), so the rows go straight into them.
 
 A county that fails rolls back alone (the counties before it stay written, the run is marked
 ``failed``); writing the same run again replaces each county's rows of the year and leaves its
 unchanged land as it was.
 
-Ratings carry what the province run computes (list, industry group, score, rank, percentile, band
-and grade; ``idle`` and 亩均税收 recomputed here from the run's links and figures as
-:mod:`app.evaluation` does). Not written: colour, explanations (the province run evaluates with
-``explain=False``) and the multi-year results (consecutive D years, 差别电价, 低产田).
+Ratings are stored as ``mujun evaluate`` stores them, built by the same functions: the rate step
+of the run keeps :func:`app.evaluation.rating_rows`' row of each subject (grade, score, rank, band,
+colour, 亩均税收, indicators, adjustments, the explanation and its Chinese text; JSON columns as
+JSON text) and here :func:`app.evaluation.multiyear_rows` adds the multi-year results of a scheme
+with a ``multiyear`` section — consecutive D years, 差别电价 and its refund, 低产田 years and their
+warnings — from the county's subjects' history in the database (:func:`app.evaluation.rating_history`:
+the run shown for each earlier year, drafts included). So write the years in order: a year written
+before the year preceding it has no history for it (as ``mujun evaluate`` would not).
+
+The rules are per subject, so reading each county's history gives the province's answers. Ranks
+are within county and industry group, as the run ranks them; ``mujun evaluate`` ranks the
+database's subjects as one county, so the two agree where the database holds one county.
 """
 
 from __future__ import annotations
@@ -28,16 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from app import db, store
-from app.evaluation import _scheme_json, _tax_per_mu, publish_run
+from app.evaluation import _scheme_json, multiyear_rows, publish_run, rating_history
 from app.ingest import _multi
-from app.models import METRIC_COLUMNS, SRID, evaluation_runs
-from app.province import OUTPUTS, _points
+from app.models import METRIC_COLUMNS, SRID, enterprise_ratings, evaluation_runs, parcel_ratings
+from app.province import OUTPUTS, validate_county
 from scoring import load_scheme, scheme_hash
 
 __all__ = ["write_province", "ProvinceWrite"]
@@ -50,8 +58,9 @@ _LINKS = ["year", "identity_code", "uscc", "parcel_code", "role", "method", "con
 _ENT_LAND = ["year", "uscc", "land_area_m2", "land_area_mu", "parcel_count", "land_class"]
 _ENTERPRISES = ["uscc", "name", "industry_code", "scale", "township", "address", "founded", "flags", "coord_sys",
                 "lon_src", "lat_src", "geom"]
-_RATINGS = ["run_id", "year", "list_name", "industry_group", "evaluated", "excluded_reason", "score", "rank",
-            "percentile", "band_grade", "grade", "tax_per_mu"]
+#: The rating output columns the write needs (older outputs lack them: the run must be redone).
+_STORED = ["colour", "tax_per_mu", "land_area_mu", "indicators", "adjustments", "explanation", "warnings",
+           "electricity_kwh"]
 
 
 @dataclass
@@ -83,6 +92,11 @@ def write_province(engine: sa.Engine, out: str | Path, province: str | Path, yea
     missing = [f"{t}/{c}.parquet" for t in OUTPUTS for c in counties if not (out / t / f"{c}.parquet").exists()]
     if missing:
         raise ValueError(f"全省运行结果不完整 (incomplete outputs)：缺少 {', '.join(missing[:5])}")
+    have = pq.read_schema(out / "enterprise_ratings" / f"{counties[0]}.parquet").names
+    lacking = [c for c in _STORED if c not in have]
+    if lacking:
+        raise ValueError(f"{out} 的评价结果缺少 {', '.join(lacking)}（旧版本的输出 outputs of an older version）："
+                         f"请重新运行 mujun run --province … --out {out}")
     sch = load_scheme(scheme)
     inputs_fp = _fingerprint(province, out)
     run_hash = hashlib.sha256(f"{scheme_hash(sch)}|{year}|{inputs_fp}|province".encode()).hexdigest()
@@ -95,10 +109,16 @@ def write_province(engine: sa.Engine, out: str | Path, province: str | Path, yea
             summary={"source": "province", "province": str(province)},
         ).returning(evaluation_runs.c.id)).scalar_one()
     rows: dict[str, int] = {}
+    elsewhere: list[pd.DataFrame] = []  # metrics rows naming an enterprise of another county
     try:
         for k, county in enumerate(counties, 1):
             tc = time.perf_counter()
             frames = _county(out, province, int(county))
+            # a metrics row of an enterprise of another county (kept by the province's validation,
+            # references="province") is written once every county's enterprises are in
+            own = frames["metrics"]["uscc"].isin(set(frames["enterprises"]["uscc"])).to_numpy()
+            elsewhere.append(frames["metrics"][~own])
+            frames["metrics"] = frames["metrics"][own]
             with engine.begin() as conn:
                 counts = _write_county(conn, frames, year, run_id, sch)
                 db.bump_data_version(conn)
@@ -110,6 +130,8 @@ def write_province(engine: sa.Engine, out: str | Path, province: str | Path, yea
                          f"（新版本 {counts['parcels']}），"
                          f"地企对应 {counts['land_links']}，企业评价 {counts['enterprise_ratings']}，"
                          f"宗地评价 {counts['parcel_ratings']}，{time.perf_counter() - tc:.1f} 秒")
+        with engine.begin() as conn:
+            rows["metrics_without_enterprise"] = _write_metrics_elsewhere(conn, elsewhere)
     except BaseException:
         with engine.begin() as conn:
             conn.execute(evaluation_runs.update().where(evaluation_runs.c.id == run_id)
@@ -148,11 +170,14 @@ def _read(f: Path) -> pd.DataFrame:
 
 
 def _county(out: Path, province: Path, i: int) -> dict[str, pd.DataFrame]:
-    """County *i*'s outputs, and its enterprises and metrics (row group *i* of the input)."""
+    """County *i*'s outputs, and its enterprises and metrics (row group *i* of the input) as the
+    run used them: validated as the county's import validates them, rejected rows left out
+    (:func:`app.province.validate_county`; points in EPSG:4490, ``lon_src``/``lat_src`` as
+    delivered)."""
     frames = {t: _read(out / t / f"{i:05d}.parquet") for t in OUTPUTS}
-    ents = pq.ParquetFile(province / "enterprises.parquet").read_row_group(i).to_pandas()
-    frames["enterprises"] = _points(ents, SRID).assign(lon_src=ents["lon"].to_numpy(), lat_src=ents["lat"].to_numpy())
-    frames["metrics"] = pq.ParquetFile(province / "metrics.parquet").read_row_group(i).to_pandas()
+    bundle, _ = validate_county(province, i)
+    frames["enterprises"] = bundle.tables["enterprises"].to_crs(SRID)
+    frames["metrics"] = bundle.tables["metrics"]
     return frames
 
 
@@ -189,12 +214,31 @@ def _write_county(conn: sa.Connection, f: dict[str, pd.DataFrame], year: int, ru
     ents = ents.drop_duplicates("uscc", keep="last")
     store.upsert(conn, "enterprises", ents, ["uscc"], geom_col="geom", columns=_ENTERPRISES)
     met = f["metrics"].drop_duplicates(["uscc", "year"], keep="last")
-    store.upsert(conn, "metrics", met, ["uscc", "year"], columns=["uscc", "year", *METRIC_COLUMNS, "meter_id"])
+    store.upsert(conn, "metrics", met, ["uscc", "year"], columns=_METRICS)
 
-    er, pr = _rating_rows(f, year, run_id, sch)
-    n["enterprise_ratings"] = store.copy_rows(conn, "enterprise_ratings", er, ["uscc", *_RATINGS, "land_area_mu"])
-    n["parcel_ratings"] = store.copy_rows(conn, "parcel_ratings", pr, ["identity_code", *_RATINGS, "idle"])
+    er, pr = _rating_rows(conn, f, year, run_id, sch)
+    for table, rows in ((enterprise_ratings, er), (parcel_ratings, pr)):
+        cols = [c.name for c in table.columns if c.name in rows.columns]
+        n[table.name] = store.copy_rows(conn, table.name, rows, cols)
     return n
+
+
+_METRICS = ["uscc", "year", *METRIC_COLUMNS, "meter_id"]
+
+
+def _write_metrics_elsewhere(conn: sa.Connection, parts: list[pd.DataFrame]) -> int:
+    """The metrics rows of enterprises delivered by another county, now that every county's
+    enterprises are written; returns the rows whose enterprise is in no county (not written:
+    ``metrics.uscc`` references ``enterprises``; the validation listed each as a warning)."""
+    met = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_METRICS)
+    if not len(met):
+        return 0
+    known = set(conn.execute(sa.text("SELECT uscc FROM enterprises WHERE uscc = ANY(:u)"),
+                             {"u": met["uscc"].astype(str).unique().tolist()}).scalars())
+    ok = met["uscc"].isin(known).to_numpy()
+    store.upsert(conn, "metrics", met[ok].drop_duplicates(["uscc", "year"], keep="last"), ["uscc", "year"],
+                 columns=_METRICS)
+    return int((~ok).sum())
 
 
 def _write_land(conn: sa.Connection, land: gpd.GeoDataFrame, year: int) -> int:
@@ -222,44 +266,19 @@ def _write_land(conn: sa.Connection, land: gpd.GeoDataFrame, year: int) -> int:
                           AND p.valid_from <= :y AND coalesce(p.valid_to, 10000) > :y)"""), y).rowcount
 
 
-def _rating_rows(f: dict[str, pd.DataFrame], year: int, run_id: int, sch) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both rating tables of the county as the run computed them, plus what the layers show beside
-    the grade: 亩均税收 (as :func:`app.evaluation._tax_per_mu`), merged land, and 闲置 for land
-    nobody is linked to (as the run decides a parcel's occupant)."""
-    out = []
-    m = f["metrics"][f["metrics"]["year"] == year].groupby("uscc", sort=True)[["tax_paid", "tax_refund"]] \
-        .sum(min_count=1)
-    el = f["enterprise_land"].set_index("uscc")["land_area_mu"]
-    pm = f["parcel_metrics"]
-    pm = pm[pm["year"] == year].set_index("identity_code")
-    area = f["land"].set_index("identity_code")["area_mu"]
-    for kind, r in (("enterprise", f["enterprise_ratings"]), ("parcel", f["parcel_ratings"])):
-        ids = r["subject_id"].astype(str)
-        if kind == "enterprise":
-            figures = m.reindex(ids)
-            land_mu = el.reindex(ids).fillna(0)
-        else:
-            figures = pm[["tax_paid", "tax_refund"]].reindex(ids) if len(pm) else \
-                pd.DataFrame({"tax_paid": np.nan, "tax_refund": np.nan}, index=ids)
-            land_mu = area.reindex(ids)
-        subjects = pd.DataFrame({"tax_paid": figures["tax_paid"].to_numpy(), "tax_refund": figures["tax_refund"].to_numpy(),
-                                 "land_area_mu": land_mu.to_numpy(dtype=float)})
-        rows = pd.DataFrame({
-            "run_id": run_id, "year": year, "list_name": r["list_name"].to_numpy(),
-            "industry_group": r["group"].to_numpy(), "evaluated": r["evaluated"].astype(bool).to_numpy(),
-            "excluded_reason": r["excluded_reason"].to_numpy(), "score": r["score"].astype("float64").to_numpy(),
-            "rank": r["rank"].astype("Int64").to_numpy(), "percentile": r["percentile"].astype("float64").to_numpy(),
-            "band_grade": r["band_grade"].to_numpy(), "grade": r["grade"].to_numpy(),
-            "tax_per_mu": _tax_per_mu(subjects, sch) if len(subjects) else np.array([], dtype=float),
-            "land_area_mu": subjects["land_area_mu"].to_numpy(),
-        })
-        if kind == "enterprise":
-            rows.insert(0, "uscc", ids.to_numpy())
-        else:
-            rows.insert(0, "identity_code", ids.to_numpy())
-            rows["idle"] = ~ids.isin(set(f["links"]["identity_code"].astype(str))).to_numpy()
-        out.append(rows)
-    return out[0], out[1]
+def _rating_rows(conn: sa.Connection, f: dict[str, pd.DataFrame], year: int, run_id: int,
+                 sch) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both rating tables of the county as ``mujun evaluate`` stores them: the run's rows
+    (:func:`app.evaluation.rating_rows`, built by its rate step) and the multi-year results from
+    the history of these subjects in the database (:func:`app.evaluation.multiyear_rows`)."""
+    rows = [f[t].drop(columns=["county", "rank_n", "electricity_kwh"]).rename(columns={"group": "industry_group"})
+            .assign(subject_id=f[t]["subject_id"].astype(str)) for t in ("enterprise_ratings", "parcel_ratings")]
+    er, pr = rows
+    history = rating_history(conn, year, usccs=er["subject_id"].tolist(), identity_codes=pr["subject_id"].tolist()) \
+        if sch.multiyear is not None else None
+    kwh = pd.DataFrame({"subject_id": er["subject_id"], "electricity_kwh": f["enterprise_ratings"]["electricity_kwh"]})
+    er, pr = multiyear_rows(er, pr, kwh, history, sch, year)
+    return er.assign(run_id=run_id, year=year), pr.assign(run_id=run_id, year=year)
 
 
 def _grade_counts(conn: sa.Connection, table: str, run_id: int, year: int) -> dict[str, int]:

@@ -65,10 +65,10 @@ def province(tmp_path_factory):
     clean, dirty = root / "clean", root / "dirty"
     clean.mkdir()
     dirty.mkdir()
-    cs = [generate_county(seed=11, parcels=120, index=i, enterprises_per_parcel=3) for i in range(3)]
+    cs = [generate_county(seed=13, parcels=120, index=i, enterprises_per_parcel=3) for i in range(3)]
     # a tenant of county 2 leases a parcel of county 0 (a lease the province run matches across borders)
     tenant = cs[2].enterprises["uscc"].iloc[4]
-    leased = cs[0].parcels["parcel_code"].iloc[40]
+    leased = cs[0].parcels.loc[cs[0].parcels["registered"], "parcel_code"].iloc[40]
     lease = pd.DataFrame({"tenant_uscc": [tenant], "parcel_code": [leased], "landlord_uscc": [pd.NA],
                           "floor_area_m2": [900.0], "start_date": [pd.NA], "end_date": [pd.NA]})
     cs[2] = dataclasses.replace(cs[2], leases=pd.concat([cs[2].leases, lease], ignore_index=True))
@@ -316,3 +316,29 @@ def test_clean_province_has_no_error(runs):
     rej = runs["clean"][REJECTS]
     assert len(rej) > 0  # warnings (landlords who are no enterprise, owners of other counties …)
     assert (rej["severity"] == "warning").all()
+
+
+def test_rejected_rows_do_not_reach_the_database(province, runs, engine):
+    """``--db`` writes the county's enterprises and metrics as the run used them: no rejected
+    enterprise, no rejected metrics row, and the first of a repeated (uscc, year)."""
+    import sqlalchemy as sa
+
+    from app.province_db import write_province
+
+    w = write_province(engine, runs["out"], province["dirty"], YEAR)
+    # the figures of the enterprise whose row now carries a malformed code name no enterprise of
+    # the province: kept by the county's validation (a warning), not written (metrics → enterprises)
+    m1 = pq.ParquetFile(province["dirty"] / "metrics.parquet").read_row_group(1).to_pandas()
+    assert w.rows["metrics_without_enterprise"] == int((m1["uscc"] == province["bad_uscc"]).sum()) > 0
+    with engine.connect() as conn:
+        ents = set(conn.execute(sa.text("SELECT uscc FROM enterprises")).scalars())
+        mets = pd.read_sql(sa.text("SELECT uscc, year, tax_paid, revenue FROM metrics WHERE year = :y"), conn,
+                           params={"y": YEAR})
+    assert len(ents) > 900 and province["tenant"] in ents
+    assert not ents & {province["bad_cs"], province["bad_uscc"], "91330998MA2X"}
+    assert province["bad_uscc"] not in ents  # its old code: the row was rejected, not renamed
+    assert (mets["tax_paid"].dropna() >= 0).all()
+    assert not set(mets["uscc"]) & {province["neg"][0], province["text"][0]}
+    u, pos, _ = province["dup"]
+    first = pq.ParquetFile(province["clean"] / "metrics.parquet").read_row_group(2).to_pandas().loc[pos]
+    assert mets.loc[mets["uscc"] == u, "tax_paid"].tolist() == [first["tax_paid"]]
