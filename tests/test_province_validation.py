@@ -342,3 +342,21 @@ def test_rejected_rows_do_not_reach_the_database(province, runs, engine):
     u, pos, _ = province["dup"]
     first = pq.ParquetFile(province["clean"] / "metrics.parquet").read_row_group(2).to_pandas().loc[pos]
     assert mets.loc[mets["uscc"] == u, "tax_paid"].tolist() == [first["tax_paid"]]
+
+
+def test_cli_says_how_many_rows_were_rejected_and_where(province, tmp_path):
+    """`mujun run --province`: the count of rejected rows and the rejects' directory, in Chinese."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mujun = Path(sys.executable).parent / "mujun"
+    res = subprocess.run([str(mujun), "run", "--province", str(province["dirty"]), "--year", str(YEAR),
+                          "--workers", "2", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = "".join(res.stdout.split())  # rich may wrap
+    assert f"导入校验：拒收{len(_expected_errors(province))}行" in out
+    assert f"见{tmp_path / 'out' / 'rejects'}/" in out
+    rej = pd.concat([pd.read_parquet(f) for f in sorted((tmp_path / "out" / REJECTS).glob("*.parquet"))])
+    assert len(rej[rej["severity"] == "error"].drop_duplicates(["file", "row"])) == len(_expected_errors(province))
