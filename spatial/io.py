@@ -11,6 +11,9 @@ one per year —, ``leases.*`` 租赁, ``corrections.*`` 纠偏; the Chinese rol
 :func:`spatial.validate.validate_bundle` then removes every row with an error. Problems that make
 a whole file unusable raise :class:`BundleError` with a message naming the file and what to do.
 
+:func:`bundle_from_frames` runs the same steps on tables already in memory (a county's row group
+of a GeoParquet province, :mod:`app.province`), numbering rows as rows of the whole file.
+
 Example
 -------
 >>> b = read_bundle("county_2024/")                                   # doctest: +SKIP
