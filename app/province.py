@@ -297,7 +297,11 @@ def _ratings(ents: pd.DataFrame, land: pd.DataFrame, links: pd.DataFrame, ent_la
     e["landlord_id"] = landlord.reindex(e["uscc"]).to_numpy()
     e = e.rename(columns={"uscc": "subject_id"})
 
-    occ = links.sort_values(["identity_code", "share", "uscc"], ascending=[True, False, True], na_position="last")
+    # a parcel's occupant: its largest-share linked enterprise; a holder without an enterprise row
+    # occupies nothing (as app.evaluation.parcel_subjects joins links to enterprises): land held
+    # only by such holders is idle (闲置)
+    occ = links[_isin(links["uscc"], occupants["uscc"])]
+    occ = occ.sort_values(["identity_code", "share", "uscc"], ascending=[True, False, True], na_position="last")
     occ = occ.drop_duplicates("identity_code").merge(occupants, on="uscc", how="left").set_index("identity_code")
     p = pd.DataFrame({"subject_id": land["identity_code"].to_numpy(), "land_area_mu": land["area_mu"].to_numpy(),
                       "township": land["township"].to_numpy(), "county": land["county"].to_numpy()})

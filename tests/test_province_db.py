@@ -110,11 +110,15 @@ def test_written_run_equals_the_outputs_and_the_layers_show_it(run, engine):
             JOIN enterprise_land el ON el.uscc = r.uscc AND el.year = r.year
             WHERE r.run_id = :r AND el.land_area_mu >= 0.01"""), {"r": w.run_id}).one()
         assert checks[0] > 0 and checks[1] == 0, checks
+        # idle exactly when no enterprise is linked to the land (a holder without an enterprise
+        # row occupies nothing, as app.evaluation.parcel_subjects has it) — and such land exists
         idle = conn.execute(sa.text("""
-            SELECT count(*) FILTER (WHERE r.idle = EXISTS (SELECT 1 FROM land_links l
-                                    WHERE l.identity_code = r.identity_code AND l.year = r.year)), count(*)
+            SELECT count(*) FILTER (WHERE r.idle = EXISTS (SELECT 1 FROM land_links l JOIN enterprises e USING (uscc)
+                                    WHERE l.identity_code = r.identity_code AND l.year = r.year)), count(*),
+                   count(*) FILTER (WHERE r.idle AND EXISTS (SELECT 1 FROM land_links l
+                                    WHERE l.identity_code = r.identity_code AND l.year = r.year))
             FROM parcel_ratings r WHERE r.run_id = :r"""), {"r": w.run_id}).one()
-        assert idle[0] == 0 and idle[1] > 0  # idle exactly when nobody is linked to the land
+        assert idle[0] == 0 and idle[1] > 0 and idle[2] > 0, idle
 
     from app.main import create_app
     from tests.test_tiles import features_in, lonlat_to_tile
