@@ -17,7 +17,11 @@ scheduler address is given), four tasks per county:
 3. ``match``   — its land + halo (:mod:`spatial.partition`): 地企对应, 多企共地分割, sub-lots;
    keeps the links on its own land;
 4. ``rate``    — 一企多地合并 for its enterprises, apportioned figures for its land, and the
-   dual rating of both (ranking within county and industry group, as the schemes say).
+   dual rating of both (ranking within county and industry group, as the schemes say), each row
+   as ``mujun evaluate`` stores it (:func:`app.evaluation.rating_rows`: colour, 亩均税收,
+   indicators, adjustments, explanation; JSON as text). Not here: the multi-year results
+   (consecutive D years, 差别电价, 低产田), which need earlier years' grades — ``--db`` adds
+   them from the database (:mod:`app.province_db`).
 
 Tasks pass data through a scratch directory of GeoParquet files (one per county and stage),
 never through the scheduler: a worker holds one county and its halo at a time, and its peak is
