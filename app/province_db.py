@@ -19,9 +19,10 @@ of the run keeps :func:`app.evaluation.rating_rows`' row of each subject (grade,
 colour, 亩均税收, indicators, adjustments, the explanation and its Chinese text; JSON columns as
 JSON text) and here :func:`app.evaluation.multiyear_rows` adds the multi-year results of a scheme
 with a ``multiyear`` section — consecutive D years, 差别电价 and its refund, 低产田 years and their
-warnings — from the county's subjects' history in the database (:func:`app.evaluation.rating_history`:
-the run shown for each earlier year, drafts included). So write the years in order: a year written
-before the year preceding it has no history for it (as ``mujun evaluate`` would not).
+warnings — from the history of the county's subjects in the database
+(:func:`app.evaluation.rating_history`: each earlier year's published run, else its latest draft).
+So write the years in order: a year written before the year preceding it has no history from it
+(nor would ``mujun evaluate`` have); writing that year again once the one before is in gives them.
 
 The rules are per subject, so reading each county's history gives the province's answers. Ranks
 are within county and industry group, as the run ranks them; ``mujun evaluate`` ranks the
