@@ -121,3 +121,17 @@ def test_province_ratings_equal_what_evaluate_stores(province, engine):
     assert gone["electricity_refund_yuan"] == round(0.1 * kwh[(province["leaver"], 2024)], 2) > 0
     p = mine[2025]["parcel_ratings"]
     assert p["low_yield_years"].notna().all() and (p["low_yield_years"] == 2).any()
+
+
+def test_outputs_without_the_stored_columns_are_refused(province, engine, tmp_path):
+    """Outputs of an older version (ratings without colour, explanation …) are not written half."""
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(province["out"][2024], out)
+    for f in (out / "enterprise_ratings").glob("*.parquet"):
+        pd.read_parquet(f).drop(columns=["colour", "explanation"]).to_parquet(f, index=False)
+    with pytest.raises(ValueError, match="缺少 colour, explanation.*重新运行"):
+        write_province(engine, out, province["in"], 2024)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM evaluation_runs")).scalar() == 0
