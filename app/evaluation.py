@@ -10,6 +10,14 @@ Year Y reads its own land (issue 10): the land valid in Y (:func:`app.api.layers
 and the links, merged land and apportioned figures ``mujun match`` computed for Y — so a later
 land delivery leaves Y's inputs, its run hash and its results as they were.
 
+Each county is rated as its own unit (issue 16): the 亩均论英雄 办法 are county-level 综合评价, so
+baselines and ranks are taken within a county and industry group (docs/domain.md). A database
+written by a province run (:mod:`app.province_db`) holds many counties: ``enterprises.county`` and
+``parcels.county`` (6-digit 县级行政区划代码, migration 0009) say which, and
+:func:`county_ratings` rates each county apart, as the province run's rate step does — so
+re-evaluating a province database gives the province run's grades. A county import leaves the
+column NULL: a database with one county (NULL, or one code) is one unit, rated exactly as before.
+
 The stored form of a rating is built in one place, shared with the province run
 (:mod:`app.province`, :mod:`app.province_db`): :func:`rating_rows` (a subject's row from
 ``scoring.evaluate``'s output), :func:`multiyear_rows` (the multi-year results from
@@ -48,16 +56,26 @@ class RunReport:
 
 
 def enterprise_subjects(conn: sa.Connection, year: int) -> pd.DataFrame:
-    """Enterprises with a metrics row for ``year``: merged land, land class, landlord (for tenants)."""
+    """Enterprises with a metrics row for ``year``: merged land, land class, landlord (for
+    tenants), ``county`` (NULL: the database's one county).
+
+    A tenant's landlord is the holder of the land it rents most of; for an enterprise with a
+    county, of the land of its county only — the unit it is rated in, where a landlord can be
+    merged with or followed (as the province run's rate step, :func:`app.province._ratings`)."""
+    from app.api.layers import land_in_year_sql  # here: the province run's workers import this module
+
     return store.read_frame(conn, f"""
         WITH landlord AS (
             SELECT DISTINCT ON (t.uscc) t.uscc, l.uscc AS landlord_id
             FROM land_links t
             JOIN land_links l ON l.identity_code = t.identity_code AND l.uscc <> t.uscc AND l.year = t.year
                              AND l.role IN ('landlord', 'owner_occupier')
+            LEFT JOIN enterprises te ON te.uscc = t.uscc
             WHERE t.role = 'tenant' AND t.year = :year
+              AND (te.county IS NULL OR EXISTS (SELECT 1 FROM {land_in_year_sql()} lp
+                                                WHERE lp.identity_code = t.identity_code AND lp.county = te.county))
             ORDER BY t.uscc, t.attributed_area_m2 DESC NULLS LAST, l.uscc)
-        SELECT e.uscc AS subject_id, e.industry_code, e.scale, e.flags, e.founded, e.township,
+        SELECT e.uscc AS subject_id, e.industry_code, e.scale, e.flags, e.founded, e.township, e.county,
                coalesce(el.land_area_mu, 0) AS land_area_mu, coalesce(el.land_class, 'none') AS land_class,
                coalesce(el.land_class = 'III', false) AS is_tenant, ll.landlord_id, {_METRICS_SQL}
         FROM enterprises e
@@ -69,11 +87,12 @@ def enterprise_subjects(conn: sa.Connection, year: int) -> pd.DataFrame:
 
 def parcel_subjects(conn: sa.Connection, year: int) -> pd.DataFrame:
     """Every piece of land with the year's apportioned figures; its industry and scale are its
-    main occupant's (largest share); land nobody uses is ``idle`` (闲置)."""
+    main occupant's (largest share); land nobody uses is ``idle`` (闲置); ``county`` (NULL: the
+    database's one county)."""
     from app.api.layers import land_in_year_sql  # here: the province run's workers import this module
 
     return store.read_frame(conn, f"""
-        SELECT p.identity_code AS subject_id, p.area_mu AS land_area_mu, p.township,
+        SELECT p.identity_code AS subject_id, p.area_mu AS land_area_mu, p.township, p.county,
                occ.industry_code, coalesce(occ.scale, '规下') AS scale, (occ.uscc IS NULL) AS idle,
                {_METRICS_SQL.replace('m.', 'pm.')}
         FROM {land_in_year_sql()} p
@@ -89,8 +108,11 @@ def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang
                   publish: bool = False, force: bool = False, progress=None) -> RunReport:
     """Rate enterprises and parcels for ``year`` under a scheme (a preset name or a YAML path).
 
-    The same inputs and scheme give the same ``run_hash`` and the same results; unless
-    ``force``, an existing run with that hash is returned instead of a duplicate.
+    Each county is rated as its own unit (:func:`county_ratings`); a database of one county
+    (every county import: ``county`` NULL) is one unit. The same inputs and scheme give the same
+    ``run_hash`` and the same results (the inputs include the county of each subject where there
+    are several); unless ``force``, an existing run with that hash is returned instead of a
+    duplicate.
 
     >>> report = evaluate_year(db.engine(), 2024, "zhenhai_4", publish=True)   # doctest: +SKIP
     """
@@ -110,7 +132,8 @@ def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang
     prev_parcels = prev_parcels if prev_parcels["tax_paid"].notna().any() else None
     ent_fp = run_fingerprint(ents, sch, year, previous=prev_ents, kind="enterprise")
     par_fp = run_fingerprint(parcels, sch, year, previous=prev_parcels, kind="parcel")
-    inputs_fp = hashlib.sha256(f"{ent_fp}|{par_fp}|{_history_digest(history)}".encode()).hexdigest()
+    counties = _county_digest(ents, prev_ents, parcels, prev_parcels)  # "" for one county: the hash as before
+    inputs_fp = hashlib.sha256(f"{ent_fp}|{par_fp}|{_history_digest(history)}{counties}".encode()).hexdigest()
     run_hash = hashlib.sha256(f"{scheme_hash(sch)}|{year}|{inputs_fp}".encode()).hexdigest()
 
     if not force:
@@ -124,11 +147,9 @@ def evaluate_year(engine: sa.Engine, year: int, scheme: str | Scheme = "zhejiang
             return _report(engine, existing, year, sch, run_hash, reused=True)
 
     _progress(progress, f"scoring {len(ents)} enterprises")
-    ent_out = evaluate(ents, sch, year, previous=prev_ents, kind="enterprise")
+    ent_rows = county_ratings(ents, sch, year, previous=prev_ents, kind="enterprise")
     _progress(progress, f"scoring {len(parcels)} parcels")
-    par_out = evaluate(parcels, sch, year, previous=prev_parcels, kind="parcel")
-    ent_rows = rating_rows(ent_out, ents, sch)
-    par_rows = rating_rows(par_out, parcels, sch)
+    par_rows = county_ratings(parcels, sch, year, previous=prev_parcels, kind="parcel")
     ent_rows, par_rows = multiyear_rows(ent_rows, par_rows, ents, history, sch, year)
 
     _progress(progress, "storing the run")
@@ -234,6 +255,63 @@ def rating_history(conn: sa.Connection, year: int, *, usccs: list[str] | None = 
         FROM shown s JOIN parcel_ratings r ON r.run_id = s.id
         {"WHERE r.identity_code = ANY(:p)" if some else ""}
         ORDER BY 1, 2""", {"y": year, **({"u": list(usccs), "p": list(identity_codes)} if some else {})})
+
+
+def _units(subjects: pd.DataFrame | None) -> list[str | None]:
+    """The counties of ``subjects`` (``county``; None = NULL, the database's one county), in
+    order: None first, then the codes sorted."""
+    if subjects is None or "county" not in subjects.columns:
+        return [None]
+    c = subjects["county"]
+    return [None] * bool(c.isna().any()) + sorted(c.dropna().astype(str).unique())
+
+
+def _in_county(subjects: pd.DataFrame, code: str | None) -> np.ndarray:
+    if "county" not in subjects.columns:  # no column: every subject is of the one county
+        return np.full(len(subjects), code is None)
+    c = subjects["county"]
+    return (c.isna() if code is None else c.astype("string").eq(code).fillna(False)).to_numpy(dtype=bool)
+
+
+def county_ratings(subjects: pd.DataFrame, sch: Scheme, year: int, *, previous: pd.DataFrame | None = None,
+                   kind: str) -> pd.DataFrame:
+    """:func:`rating_rows` of ``subjects`` (rows in their order), each county rated as its own
+    unit: :func:`scoring.evaluate` on the county's subjects, with its subjects of last year
+    (``previous``; none if it has none) — as the province run's rate step rates each county
+    (:func:`app.province._ratings`). Baselines, ranks and bands are the county's (and its
+    industry groups'): the 亩均论英雄 办法 are county-level 综合评价 (docs/domain.md).
+
+    ``county``: 6-digit 县级行政区划代码, NULL = the database's one county (also one unit). With
+    one unit (or no ``county`` column) this is ``rating_rows(evaluate(subjects, …), subjects)``.
+    Raises what :func:`scoring.evaluate` raises."""
+    units = _units(subjects)
+    if len(units) <= 1:
+        return rating_rows(evaluate(subjects, sch, year, previous=previous, kind=kind), subjects, sch)
+    parts = []
+    for code in units:
+        mine = _in_county(subjects, code)
+        s = subjects[mine].reset_index(drop=True)
+        prev = previous[_in_county(previous, code)].reset_index(drop=True) if previous is not None else None
+        prev = prev if prev is not None and len(prev) else None
+        rows = rating_rows(evaluate(s, sch, year, previous=prev, kind=kind), s, sch)
+        parts.append(rows.set_axis(np.flatnonzero(mine)))
+    return pd.concat(parts).sort_index().reset_index(drop=True)
+
+
+def _county_digest(*frames: pd.DataFrame | None) -> str:
+    """Empty when every frame is one county (the run hash as before migration 0009), else
+    ``|counties:`` + sha256 of each subject's county (the split decides the results)."""
+    if all(len(_units(f)) <= 1 for f in frames):
+        return ""
+    h = hashlib.sha256()
+    for f in frames:
+        if f is None:
+            h.update(b"|-")
+            continue
+        pairs = f[["subject_id", "county"]].astype("string").fillna("").sort_values(["subject_id", "county"])
+        h.update(b"|")
+        h.update(pd.util.hash_pandas_object(pairs, index=False).to_numpy().tobytes())
+    return f"|counties:{h.hexdigest()}"
 
 
 def _history_digest(history: pd.DataFrame) -> str:

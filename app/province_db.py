@@ -3,10 +3,11 @@ PostGIS, so that the service's layers, tiles and archives show the province's la
 
 One evaluation run (``evaluation_runs``) for the province run, then one transaction per county:
 its land as land versions of the year (``parcels``: a piece whose content is unchanged keeps its
-version, a changed one gets a new version from the year, as a land delivery does), the year's
-links, sub-lots, merged land and apportioned figures (replaced for that county's land and
-enterprises), its enterprises and metrics from the province input (upserted; the rows the run
-used: validated, rejected rows left out, a metrics row of another county's enterprise written
+version, a changed one gets a new version from the year, as a land delivery does; the version
+valid in the year carries the county's code in ``county``), the year's links, sub-lots, merged
+land and apportioned figures (replaced for that county's land and enterprises), its enterprises
+(with the county's code in ``county``) and metrics from the province input (upserted; the rows
+the run used: validated, rejected rows left out, a metrics row of another county's enterprise written
 once every county's enterprises are in), and both ratings of the run. Every table is written with ``COPY`` (psycopg 3 ``cursor.copy``); the per-year tables
 get the year's partitions first (migration 0007), so the rows go straight into them.
 
@@ -25,8 +26,11 @@ So write the years in order: a year written before the year preceding it has no 
 (nor would ``mujun evaluate`` have); writing that year again once the one before is in gives them.
 
 The rules are per subject, so reading each county's history gives the province's answers. Ranks
-are within county and industry group, as the run ranks them; ``mujun evaluate`` ranks the
-database's subjects as one county, so the two agree where the database holds one county.
+are within county and industry group, as the run ranks them. The ``county`` columns (6-digit
+县级行政区划代码, migration 0009; a county import leaves them NULL) let ``mujun evaluate``
+(:func:`app.evaluation.evaluate_year`: re-evaluation after a 纠偏, the web workflow) rate each
+county of the database as its own unit too, so re-evaluating a province database stores exactly
+the province run's ratings (tests/test_province_counties_db.py).
 """
 
 from __future__ import annotations
@@ -57,8 +61,8 @@ _LAND = ["identity_code", "kind", "parcel_code", "source_parcel_code", "parent_i
 _LINKS = ["year", "identity_code", "uscc", "parcel_code", "role", "method", "confidence", "distance_m", "share",
           "attributed_area_m2", "attributed_area_mu"]
 _ENT_LAND = ["year", "uscc", "land_area_m2", "land_area_mu", "parcel_count", "land_class"]
-_ENTERPRISES = ["uscc", "name", "industry_code", "scale", "township", "address", "founded", "flags", "coord_sys",
-                "lon_src", "lat_src", "geom"]
+_ENTERPRISES = ["uscc", "name", "industry_code", "scale", "township", "county", "address", "founded", "flags",
+                "coord_sys", "lon_src", "lat_src", "geom"]
 #: The rating output columns the write needs (older outputs lack them: the run must be redone).
 _STORED = ["colour", "tax_per_mu", "land_area_mu", "indicators", "adjustments", "explanation", "warnings",
            "electricity_kwh"]
@@ -177,7 +181,9 @@ def _county(out: Path, province: Path, i: int) -> dict[str, pd.DataFrame]:
     delivered)."""
     frames = {t: _read(out / t / f"{i:05d}.parquet") for t in OUTPUTS}
     bundle, _ = validate_county(province, i)
-    frames["enterprises"] = bundle.tables["enterprises"].to_crs(SRID)
+    # the county the run rated them in (``enterprises.county``: `mujun evaluate` rates by it)
+    code = next((frames[t]["county"].iloc[0] for t in ("land", "enterprise_ratings") if len(frames[t])), None)
+    frames["enterprises"] = bundle.tables["enterprises"].to_crs(SRID).assign(county=code)
     frames["metrics"] = bundle.tables["metrics"]
     return frames
 
@@ -249,7 +255,7 @@ def _write_land(conn: sa.Connection, land: gpd.GeoDataFrame, year: int) -> int:
     Returns the number of new versions. Leaves ``tmp_parcels`` (the county's land) for the caller."""
     land = gpd.GeoDataFrame(land.drop(columns="geometry"), geometry=_multi(land.geometry.to_crs(SRID)), crs=SRID)
     cols = [c for c in _LAND if c in land.columns]
-    store.copy_into_temp(conn, "parcels", land, [*cols, "geom"], geom_col="geom")
+    store.copy_into_temp(conn, "parcels", land, [*cols, "county", "geom"], geom_col="geom")
     same = (f"({', '.join('p.' + c for c in cols)}, ST_AsEWKB(p.geom)) IS NOT DISTINCT FROM "
             f"({', '.join('t.' + c for c in cols)}, ST_AsEWKB(t.geom))")
     y = {"y": year}
@@ -258,9 +264,14 @@ def _write_land(conn: sa.Connection, land: gpd.GeoDataFrame, year: int) -> int:
     conn.execute(sa.text(f"UPDATE parcels p SET valid_to = :y, updated_at = now() FROM tmp_parcels t "
                          f"WHERE p.identity_code = t.identity_code AND p.valid_from < :y "
                          f"AND coalesce(p.valid_to, 10000) > :y AND NOT ({same})"), y)
+    # the county is not content: the version valid in the year gets it in place (a piece's
+    # 宗地身份码 carries its county; land a county import wrote has none)
+    conn.execute(sa.text("UPDATE parcels p SET county = t.county, updated_at = now() FROM tmp_parcels t "
+                         "WHERE p.identity_code = t.identity_code AND p.valid_from <= :y "
+                         "AND coalesce(p.valid_to, 10000) > :y AND p.county IS DISTINCT FROM t.county"), y)
     return conn.execute(sa.text(f"""
-        INSERT INTO parcels ({', '.join(cols)}, geom, valid_from, valid_to)
-        SELECT {', '.join('t.' + c for c in cols)}, t.geom, :y,
+        INSERT INTO parcels ({', '.join(cols)}, county, geom, valid_from, valid_to)
+        SELECT {', '.join('t.' + c for c in cols)}, t.county, t.geom, :y,
                (SELECT min(q.valid_from) FROM parcels q WHERE q.identity_code = t.identity_code AND q.valid_from > :y)
         FROM tmp_parcels t
         WHERE NOT EXISTS (SELECT 1 FROM parcels p WHERE p.identity_code = t.identity_code
