@@ -15,8 +15,11 @@ an electricity surcharge (差别电价).
   refund, 低产田 years). Rating the same subjects province-wide gives other ranks and grades (so
   this test fails on an evaluation that treats the database as one county), and the run hash
   covers the split.
+* zhenhai_4: a 规下 tenant who rents more land across the border follows its own county's
+  landlord, as the province run has it.
 * A county imported as counties are (``mujun import``: no county) evaluates exactly as before:
   one unit, the whole database, with the run hash of before migration 0009.
+* Land without a county (a county import's) gets it from a province write in place.
 """
 
 from __future__ import annotations
@@ -210,3 +213,19 @@ def test_a_county_database_evaluates_as_one_unit_as_before(engine, settings, tmp
             bad = [(s, a, b) for s, a, b in zip(want["subject_id"], want[c].astype(object), got[c].astype(object))
                    if not _equal(a, b)]
             assert not bad, (t, c, len(bad), bad[:2])
+
+
+def test_county_of_land_is_set_in_place(province, engine):
+    """Land a county import wrote (no county) gets its county from a province write without a new
+    land version: the county is not content (a piece's 宗地身份码 carries it)."""
+    first = write_province(engine, province["out"][2024], province["in"], 2024)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE parcels SET county = NULL"))
+        before = conn.execute(sa.text("SELECT count(*) FROM parcels")).scalar()
+    again = write_province(engine, province["out"][2024], province["in"], 2024)
+    assert first.rows["parcels"] == before > 0 and again.rows["parcels"] == 0
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM parcels")).scalar() == before
+        counties = dict(conn.execute(sa.text("SELECT identity_code, county FROM parcels")).all())
+    land = read_outputs(province["out"][2024])["land"]
+    assert counties == dict(zip(land["identity_code"], land["county"]))
