@@ -122,11 +122,12 @@ def holder_homes(keys: Mapping[str, Mapping[str, Iterable[str]]]) -> dict[str, s
     """
     names = sorted(keys)
     usccs = pa.concat_arrays([_keys(keys[c].get("usccs", ())) for c in names] or [pa.array([], pa.string())])
+    held = _stack(keys, names, "holders")
+    # one hash set of every USCC for all counties' holders (per county it was rebuilt 1,000 times)
+    orphans = held.filter(pc.invert(pc.is_in(held.column("key"), value_set=usccs)))
     homes: dict[str, str] = {}
-    for c in names:
-        held = _keys(keys[c].get("holders", ()))
-        for h in pc.filter(held, pc.invert(pc.is_in(held, value_set=usccs))).to_pylist():
-            homes.setdefault(h, h[2:8] if h[2:8] in keys else c)
+    for h, c in zip(orphans.column("key").to_pylist(), orphans.column("county").to_pylist()):
+        homes.setdefault(h, h[2:8] if h[2:8] in keys else names[c])
     return dict(sorted(homes.items()))
 
 
