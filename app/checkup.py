@@ -3,12 +3,14 @@
 What a page holds: identity; a map thumbnail of its land and the neighbours (an SVG drawn from the
 PostGIS geometry with ``ST_AsSVG`` in Web Mercator, EPSG:3857 — no tile server); each indicator
 against the average of its group (same list and 行业组) and of its township (same list), and the
-baseline it was scored against; score, rank and percentile; the grade over the years; the
+baseline it was scored against — averages over its own county (a province database holds many:
+``enterprises.county`` / ``parcels.county``, NULL = the database's one county, each rated as its
+own unit by :func:`app.evaluation.county_ratings`); score, rank and percentile; the grade over the years; the
 adjustment rules that fired; warnings; and what would raise the grade.
 
 "What would raise the grade" is computed from the run's own scores: the score to reach is the
-score of the lowest-ranked subject that the next better band holds (same list and group; bands
-are by rank, 办法 §分档), the gap is that minus this subject's score, and the gain needed on the
+score of the lowest-ranked subject that the next better band holds (same county, list and group;
+bands are by rank within the county, 办法 §分档), the gap is that minus this subject's score, and the gain needed on the
 weightiest indicator follows from the scoring rule ``points = value ÷ baseline × weight × 系数``
 (:mod:`scoring.engine`): Δvalue = Δscore × baseline ÷ (weight × 系数), holding everyone else's
 values — and so the baseline — fixed. When the indicator is capped (封顶) and its headroom is
@@ -91,13 +93,13 @@ def render_pdf(html: str) -> bytes:
 _RUN = """SELECT r.id, r.year, r.status, r.scheme_name, r.scheme_version, r.scheme
           FROM evaluation_runs r WHERE r.id = ({run})"""
 
-_ENT = """SELECT e.uscc, e.name, e.industry_code, e.scale, e.township, e.address, e.flags,
+_ENT = """SELECT e.uscc, e.name, e.industry_code, e.scale, e.township, e.county, e.address, e.flags,
                  ST_AsGeoJSON(e.geom) AS point
           FROM enterprises e WHERE e.uscc = :code AND {region}"""
 
 _ENT_RATING = "SELECT * FROM enterprise_ratings WHERE run_id = :run AND uscc = :code"
 
-_PAR = """SELECT p.identity_code, p.parcel_code, p.kind, p.township, p.land_use, p.owner_name, p.owner_uscc,
+_PAR = """SELECT p.identity_code, p.parcel_code, p.kind, p.township, p.county, p.land_use, p.owner_name, p.owner_uscc,
                  p.area_m2, p.area_mu, p.registered_area_m2
           FROM {land} p WHERE p.identity_code = :code AND {region} ORDER BY p.valid_from DESC LIMIT 1"""
 
@@ -118,16 +120,19 @@ _PAR_ENTS = """SELECT l.uscc, e.name, l.role, l.share, l.attributed_area_mu
     WHERE l.identity_code = :code AND l.year = {link_year}
     ORDER BY l.share DESC NULLS LAST, l.uscc"""
 
-#: Mean of each indicator over the evaluated subjects of one list, by group and by township.
-_MEANS = """SELECT {by} AS k, key, avg((r.indicators ->> key)::float) AS mean, count(*) AS n
+#: Mean of each indicator over the evaluated subjects of one list, by county and group or by
+#: county and township (``s``: the subject's row, for its county and township).
+_MEANS = """SELECT s.county AS c, {by} AS k, key, avg((r.indicators ->> key)::float) AS mean, count(*) AS n
     FROM {table} r {join}, jsonb_object_keys(r.indicators) key
     WHERE r.run_id = :run AND r.list_name = :list AND r.evaluated AND r.grade IS NOT NULL
       AND jsonb_typeof(r.indicators -> key) = 'number'
-    GROUP BY 1, 2"""
+    GROUP BY 1, 2, 3"""
 
-#: Score range of each band (before adjustments) of one list and group: bands are by rank.
+#: Score range of each band (before adjustments) of one county, list and group: bands are by rank.
 _BANDS = """SELECT r.band_grade, min(r.score) AS lo, max(r.score) AS hi, count(*) AS n
-    FROM {table} r WHERE r.run_id = :run AND r.list_name = :list AND r.industry_group IS NOT DISTINCT FROM :grp
+    FROM {table} r LEFT JOIN {subject} s ON {on}
+    WHERE r.run_id = :run AND r.list_name = :list AND r.industry_group IS NOT DISTINCT FROM :grp
+      AND s.county IS NOT DISTINCT FROM :county
       AND r.evaluated AND r.score IS NOT NULL AND r.band_grade IS NOT NULL
     GROUP BY 1"""
 
@@ -182,30 +187,39 @@ class Checkups:
         self.decimals = int(((self.run["scheme"] or {}).get("precision") or {}).get("decimals", 2))
 
     # -- shared per run ------------------------------------------------------------------------
-    def _means(self, table: str, list_name: str, by: str) -> dict[tuple[str, str], tuple[float, int]]:
+    def _subject(self, table: str) -> tuple[str, str]:
+        """The table of a rating's subject (its county and township) and the join condition."""
+        if table == "enterprise_ratings":
+            return "enterprises", "s.uscc = r.uscc"
+        return self.land, "s.identity_code = r.identity_code"
+
+    def _means(self, table: str, list_name: str, by: str) -> dict[tuple[str | None, str, str], tuple[float, int]]:
+        """``{(county, group or township, indicator): (mean, n)}`` of one list: a group's or a
+        township's average is over its county (a province database: each county is rated apart)."""
         key = ("means", table, list_name, by)
         if key not in self._cache:
-            if by == "group":
-                by_sql, join = "r.industry_group", ""
-            elif table == "enterprise_ratings":
-                by_sql, join = "e.township", "JOIN enterprises e ON e.uscc = r.uscc"
-            else:
-                by_sql, join = "p.township", f"JOIN {self.land} p ON p.identity_code = r.identity_code"
+            subject, on = self._subject(table)
+            # by group every rating counts (no subject row: the one county); by township only those with one
+            join = f"{'LEFT JOIN' if by == 'group' else 'JOIN'} {subject} s ON {on}"
+            by_sql = "r.industry_group" if by == "group" else "s.township"
             rows = self.conn.execute(sa.text(_MEANS.format(by=by_sql, table=table, join=join)),
                                      {"run": self.run["id"], "list": list_name}).all()
-            self._cache[key] = {(r.k, r.key): (r.mean, r.n) for r in rows}
+            self._cache[key] = {(r.c, r.k, r.key): (r.mean, r.n) for r in rows}
         return self._cache[key]
 
-    def _bands(self, table: str, list_name: str, group: str | None) -> dict[str, tuple[float, float, int]]:
-        key = ("bands", table, list_name, group)
+    def _bands(self, table: str, list_name: str, group: str | None,
+               county: str | None) -> dict[str, tuple[float, float, int]]:
+        key = ("bands", table, list_name, group, county)
         if key not in self._cache:
-            rows = self.conn.execute(sa.text(_BANDS.format(table=table)),
-                                     {"run": self.run["id"], "list": list_name, "grp": group}).all()
+            subject, on = self._subject(table)
+            rows = self.conn.execute(sa.text(_BANDS.format(table=table, subject=subject, on=on)),
+                                     {"run": self.run["id"], "list": list_name, "grp": group,
+                                      "county": county}).all()
             self._cache[key] = {r.band_grade: (r.lo, r.hi, r.n) for r in rows}
         return self._cache[key]
 
     # -- parts -----------------------------------------------------------------------------------
-    def _indicators(self, table: str, rating: dict, township: str | None) -> list[dict]:
+    def _indicators(self, table: str, rating: dict, township: str | None, county: str | None) -> list[dict]:
         expl = rating.get("explanation") or {}
         list_name, group = rating.get("list_name"), rating.get("industry_group")
         by_group = self._means(table, list_name, "group") if list_name else {}
@@ -213,8 +227,8 @@ class Checkups:
         out = []
         for ind in expl.get("indicators") or []:
             k = ind.get("key")
-            g = by_group.get((group, k))
-            t = by_town.get((township, k))
+            g = by_group.get((county, group, k))
+            t = by_town.get((county, township, k))
             value, base = ind.get("value"), ind.get("baseline")
             out.append({"key": k, "title": ind.get("title", k), "unit": ind.get("unit") or "",
                         "weight": ind.get("weight"), "value": value, "points": ind.get("points"),
@@ -226,8 +240,9 @@ class Checkups:
                         "ratio": (value / base) if isinstance(value, (int, float)) and base else None})
         return out
 
-    def _raise(self, table: str, rating: dict, indicators: list[dict]) -> dict | None:
-        """The gain needed on the weightiest indicator to reach the next better band's score."""
+    def _raise(self, table: str, rating: dict, indicators: list[dict], county: str | None) -> dict | None:
+        """The gain needed on the weightiest indicator to reach the next better band's score (of
+        the subject's county: ``county``, None = the database's one county)."""
         grades = [str(g) for g in (self.run["scheme"] or {}).get("grades", [])]
         band, score = rating.get("band_grade"), rating.get("score")
         if band not in grades or score is None or not rating.get("list_name"):
@@ -236,7 +251,7 @@ class Checkups:
         if i == 0:
             return {"top": True, "band": band}
         better = grades[i - 1]
-        bands = self._bands(table, rating["list_name"], rating.get("industry_group"))
+        bands = self._bands(table, rating["list_name"], rating.get("industry_group"), county)
         if better not in bands:
             return {"top": False, "band": band, "next": better, "reachable": False,
                     "why": f"本组没有 {better} 档主体，无法从评价结果推算"}
@@ -331,7 +346,7 @@ class Checkups:
                 "land": land}
         grade = rating.get("grade") if rating else None
         doc["map"] = self._map([x["identity_code"] for x in land], self.colours.get(grade, "#5b6770"))
-        self._rated_parts(doc, "enterprise_ratings", "uscc", code, rating, ent["township"])
+        self._rated_parts(doc, "enterprise_ratings", "uscc", code, rating, ent["township"], ent["county"])
         if self.who.sees_names:
             doc["warnings"] = _warnings(rating, self.run["year"], flags=ent["flags"], no_land=not land,
                                         no_point=ent["point"] is None)
@@ -363,13 +378,13 @@ class Checkups:
                 "identity": identity, "enterprises": ents if self.who.sees_links else []}
         grade = rating.get("grade") if rating else None
         doc["map"] = self._map([code], self.colours.get(grade, self.ungraded))
-        self._rated_parts(doc, "parcel_ratings", "identity_code", code, rating, par["township"])
+        self._rated_parts(doc, "parcel_ratings", "identity_code", code, rating, par["township"], par["county"])
         if self.who.sees_names:
             doc["warnings"] = _warnings(rating, self.run["year"], no_enterprise=not ents)
         return doc
 
     def _rated_parts(self, doc: dict, table: str, key: str, code: str, rating: dict | None,
-                     township: str | None) -> None:
+                     township: str | None, county: str | None) -> None:
         who = self.who
         doc["history"] = self._history(table, key, code) if who.sees("history") else []
         if not who.sees_figures:
@@ -377,14 +392,14 @@ class Checkups:
                 h.pop("score", None)
         doc["indicators"], doc["raise"] = [], None
         if rating and rating.get("evaluated") and rating.get("grade") is not None:
-            inds = self._indicators(table, rating, township)
+            inds = self._indicators(table, rating, township, county)
             if who.sees_figures:
                 doc["indicators"] = inds
-                doc["raise"] = self._raise(table, rating, inds)
+                doc["raise"] = self._raise(table, rating, inds, county)
             else:
                 # without figures: which indicators count, and their weights (the scheme is public)
                 doc["indicators"] = [{"title": d["title"], "unit": d["unit"], "weight": d["weight"]} for d in inds]
-                r = self._raise(table, rating, inds) if who.sees_names else None
+                r = self._raise(table, rating, inds, county) if who.sees_names else None
                 if r:
                     doc["raise"] = {k: r[k] for k in ("top", "band", "next", "indicator", "weight") if k in r}
         doc["warnings"] = []

@@ -5,6 +5,12 @@ township, industry group, list, land (亩), each indicator's value, score, rank 
 within its group, grade, warning colour, years in D in a row, 差别电价 and the adjustment rules
 that fired. Subjects that were not rated (免评, 无地, …) are listed too, with the reason.
 
+A database written by a province run holds many counties (``enterprises.county``,
+``parcels.county``; each rated as its own unit, so every county has its own rank 1 per group): its
+list then has a 县（区）代码 column before 镇街, rows go county by county (then list, group, rank),
+``county`` keeps one county, and the 汇总 sheet counts grades per county and list. A county's own
+database (``county`` NULL) gets no such column: its list is as it always was.
+
 Numbers are rounded to what the scheme's 办法 publishes (``precision.decimals``, default 2) with
 the unit in the header; values are Chinese (名单, 角色, 颜色) as bureaus publish them. The
 spreadsheet is written by XlsxWriter: column widths, a frozen header row and an auto-filter on
@@ -33,29 +39,30 @@ __all__ = ["RatingList", "rating_list", "export_ratings", "LEVELS"]
 LEVELS = ("enterprise", "parcel")
 
 _ENTERPRISE_SQL = """
-    SELECT r.uscc AS subject_id, e.name, e.township, e.scale, e.industry_code,
+    SELECT r.uscc AS subject_id, e.name, e.county, e.township, e.scale, e.industry_code,
            r.industry_group, r.list_name, r.land_area_mu, r.indicators, r.score, r.rank,
            r.percentile, r.grade, r.colour, r.consecutive_d_years, r.electricity_surcharge_yuan,
            r.electricity_refund_yuan, r.tax_per_mu, r.adjustments, r.warnings, r.evaluated,
            r.excluded_reason
     FROM enterprise_ratings r LEFT JOIN enterprises e ON e.uscc = r.uscc
     WHERE r.run_id = :run {scope}
-    ORDER BY r.list_name NULLS LAST, r.industry_group NULLS LAST, r.rank NULLS LAST, r.uscc"""
+    ORDER BY e.county NULLS FIRST, r.list_name NULLS LAST, r.industry_group NULLS LAST, r.rank NULLS LAST, r.uscc"""
 
 _PARCEL_SQL = """
-    SELECT r.identity_code AS subject_id, p.parcel_code, p.kind, p.owner_name, p.township,
+    SELECT r.identity_code AS subject_id, p.parcel_code, p.kind, p.owner_name, p.county, p.township,
            r.industry_group, r.list_name, p.area_mu AS land_area_mu, r.indicators, r.score, r.rank,
            r.percentile, r.grade, r.colour, r.low_yield_years, r.idle, r.tax_per_mu,
            r.adjustments, r.warnings, r.evaluated, r.excluded_reason {geom}
     FROM parcel_ratings r JOIN {land} p ON p.identity_code = r.identity_code
     WHERE r.run_id = :run {scope}
-    ORDER BY r.list_name NULLS LAST, r.industry_group NULLS LAST, r.rank NULLS LAST, r.identity_code"""
+    ORDER BY p.county NULLS FIRST, r.list_name NULLS LAST, r.industry_group NULLS LAST, r.rank NULLS LAST,
+             r.identity_code"""
 
 #: Chinese headers, in the order the columns appear.
 _HEADERS = {
     "subject_id": None,  # per level below
     "name": "企业名称", "parcel_code": "宗地代码", "kind": "用地类型", "owner_name": "权利人",
-    "township": "镇街", "scale": "规模", "industry_code": "行业代码", "industry_group": "行业组",
+    "county": "县（区）代码", "township": "镇街", "scale": "规模", "industry_code": "行业代码", "industry_group": "行业组",
     "list_name": "名单", "land_area_mu": "用地面积(亩)", "tax_per_mu": "亩均税收(万元/亩)",
     "score": "综合得分", "rank": "组内排名", "percentile": "组内百分位(%)", "grade": "等级",
     "colour": "预警颜色", "consecutive_d_years": "连续D档年数", "electricity_surcharge_yuan": "差别电价(元)",
@@ -82,15 +89,17 @@ class RatingList:
 def rating_list(conn: sa.Connection, *, year: int | None = None, run_id: int | None = None,
                 level: str = "enterprise", list_name: str | None = None,
                 grades: list[str] | None = None, region: str | None = None,
-                industry_group: str | None = None, with_geometry: bool = False,
+                industry_group: str | None = None, county: str | None = None, with_geometry: bool = False,
                 who: Principal | None = None, _where: str = "") -> RatingList:
     """The rating list of one run as a DataFrame with Chinese headers, ready to publish.
 
     ``year`` picks the run shown for that year (the published one); ``run_id`` a given run.
     ``list_name`` (规上, 规下 …) and ``grades`` (``["C", "D"]``) narrow the rows; subjects not
     rated are kept unless ``grades`` is given. ``region`` limits to one township (镇街) — the
-    scope of a township key. Indicator columns come from the run's scheme, titled with their
-    units; numbers are rounded to the scheme's published precision.
+    scope of a township key; ``county`` (6-digit 县级行政区划代码) to one county of a province
+    database. Indicator columns come from the run's scheme, titled with their units; numbers are
+    rounded to the scheme's published precision. A list of several counties has a 县（区）代码
+    column and goes county by county: ranks (组内排名) are within county and group.
 
     ``who`` is the caller of a download (:mod:`app.api.reports`): its region limits the rows
     (:meth:`Principal.region_clause`), only its runs are listed (drafts for reviewers alone) and
@@ -112,6 +121,9 @@ def rating_list(conn: sa.Connection, *, year: int | None = None, run_id: int | N
         clause, rp = who.region_clause(town)
         scope += f" AND {clause}"
         params |= rp
+    if county is not None:
+        scope += f" AND {'e' if level == 'enterprise' else 'p'}.county = :county"
+        params["county"] = county
     if industry_group is not None:
         scope += " AND r.industry_group = :industry_group"
         params["industry_group"] = industry_group
@@ -212,9 +224,10 @@ def _publishable(raw: pd.DataFrame, scheme: dict, level: str, figures: bool = Tr
     indicators = pd.DataFrame([v if isinstance(v, dict) else {} for v in raw["indicators"]], index=raw.index)
     out = pd.DataFrame(index=raw.index)
     out[_SUBJECT[level]] = raw["subject_id"]
-    for col in ("name", "parcel_code", "kind", "owner_name", "township", "scale", "industry_code",
+    for col in ("name", "parcel_code", "kind", "owner_name", "county", "township", "scale", "industry_code",
                 "industry_group", "list_name"):
-        if col in raw.columns:
+        # the county only where the run's subjects have one (a province database)
+        if col in raw.columns and (col != "county" or raw[col].notna().any()):
             out[_HEADERS[col]] = raw[col].map(_KIND_ZH).fillna(raw[col]) if col == "kind" else raw[col]
     out[_HEADERS["list_name"]] = raw["list_name"].where(raw["evaluated"].astype(bool), _NOT_RATED).fillna(_NOT_RATED)
     out[_HEADERS["land_area_mu"]] = _round_half_up(raw["land_area_mu"], d)
@@ -276,18 +289,21 @@ def write_xlsx(rl: RatingList, out: Path) -> None:
         summary = wb.add_worksheet("汇总")
         summary.write(0, 0, f"{rl.year} 年亩均效益综合评价 {level_zh} 公示名单（{rl.scheme}，评价批次 {rl.run_id}）", title)
         grades = sorted(g for g in frame[grade_col].dropna().unique())
-        header = ["名单", "合计", *grades, "未定档"]
+        # several counties (a province database): a row per county and list
+        by = [c for c in (_HEADERS["county"], list_col) if c in frame.columns]
+        header = [*by, "合计", *grades, "未定档"]
         summary.write_row(2, 0, header, head)
         r = 3
-        for name, part in frame.groupby(list_col, sort=False):
+        for name, part in frame.groupby(by, sort=False, dropna=False):
             counts = part[grade_col].value_counts()
-            summary.write_row(r, 0, [name, len(part), *[int(counts.get(g, 0)) for g in grades],
+            summary.write_row(r, 0, [*("" if pd.isna(v) else v for v in name), len(part), *[int(counts.get(g, 0)) for g in grades],
                                      int(part[grade_col].isna().sum())])
             r += 1
-        summary.write_row(r, 0, ["合计", len(frame), *[int((frame[grade_col] == g).sum()) for g in grades],
+        summary.write_row(r, 0, ["合计", *[""] * (len(by) - 1), len(frame),
+                                 *[int((frame[grade_col] == g).sum()) for g in grades],
                                  int(frame[grade_col].isna().sum())], head)
-        summary.set_column(0, 0, 14)
-        summary.set_column(1, len(header), 9)
+        summary.set_column(0, len(by) - 1, 14)
+        summary.set_column(len(by), len(header), 9)
         summary.freeze_panes(3, 0)
         for name, part in frame.groupby(list_col, sort=False):
             _sheet(wb, _sheet_name(str(name)), part.drop(columns=list_col) if name != _NOT_RATED else part, head)
@@ -336,7 +352,7 @@ def _width(header: str, values: pd.Series) -> float:
 #: (titled by the scheme) are ``indicators``; a header missing here is analyst-only (closed).
 _FIELDS = {
     "统一社会信用代码": "uscc", "宗地身份码": "identity_code", "企业名称": "name", "宗地代码": "parcel_code",
-    "用地类型": "kind", "权利人": "owner_name", "镇街": "township", "规模": "scale",
+    "用地类型": "kind", "权利人": "owner_name", "县（区）代码": "township", "镇街": "township", "规模": "scale",
     "行业代码": "industry_code", "行业组": "industry_group", "名单": "list_name",
     "亩均税收(万元/亩)": "tax_per_mu", "综合得分": "score", "组内排名": "rank", "组内百分位(%)": "percentile",
     "等级": "grade", "预警颜色": "colour", "连续D档年数": "consecutive_d_years",
