@@ -395,6 +395,24 @@ def _load_tables(conn: sa.Connection, bundle: Bundle, land: gpd.GeoDataFrame, re
     else:
         counts["parcels"], summary = _write_land(conn, land, rec, delivery, batch_id)
 
+    m = t.get("metrics")
+    if m is not None and len(m):
+        cols = ["uscc", "year", *METRIC_COLUMNS, "meter_id"]
+        rows = _frame(m, cols)
+        rows["attrs"] = _attrs(m, set(cols))
+        _step(progress, "metrics")
+        counts["metrics"] = store.upsert(conn, "metrics", rows, ["uscc", "year"], columns=[*cols, "attrs"])
+
+    counts |= write_references(conn, t, progress)
+    return counts, summary
+
+
+def write_references(conn: sa.Connection, t: dict, progress=None) -> dict[str, int]:
+    """Upsert a bundle's buildings (by 建筑编号; footprint in their Gauss-Krüger zone, m²),
+    leases (by tenant|parcel|landlord|start) and 纠偏 (by USCC and 宗地代码): what ``mujun
+    match`` reads besides land and enterprises. ``t``: the bundle's tables (EPSG:4490).
+    Returns :func:`app.store.upsert`'s counts per table (``buildings``, ``leases``, ``corrections``)."""
+    counts: dict[str, dict[str, int]] = {}
     b = t.get("buildings")
     if b is not None and len(b):
         metric = metric_crs_for(b)
@@ -405,14 +423,6 @@ def _load_tables(conn: sa.Connection, bundle: Bundle, land: gpd.GeoDataFrame, re
         _step(progress, "buildings")
         counts["buildings"] = store.upsert(conn, "buildings", rows, ["building_id"], geom_col="geom",
                                            columns=[*_BUILDING_COLS, "footprint_m2", "attrs", "geom"])
-
-    m = t.get("metrics")
-    if m is not None and len(m):
-        cols = ["uscc", "year", *METRIC_COLUMNS, "meter_id"]
-        rows = _frame(m, cols)
-        rows["attrs"] = _attrs(m, set(cols))
-        _step(progress, "metrics")
-        counts["metrics"] = store.upsert(conn, "metrics", rows, ["uscc", "year"], columns=[*cols, "attrs"])
 
     le = t.get("leases")
     if le is not None and len(le):
@@ -432,7 +442,7 @@ def _load_tables(conn: sa.Connection, bundle: Bundle, land: gpd.GeoDataFrame, re
         rows = _frame(co, _CORRECTION_COLS).drop_duplicates(["uscc", "parcel_code"], keep="last")
         counts["corrections"] = store.upsert(conn, "link_corrections", rows, ["uscc", "parcel_code"],
                                              columns=_CORRECTION_COLS)
-    return counts, summary
+    return counts
 
 
 def _write_land(conn: sa.Connection, land: gpd.GeoDataFrame, rec: Reconciled, delivery: dict,

@@ -6,8 +6,9 @@ its land as land versions of the year (``parcels``: a piece whose content is unc
 version, a changed one gets a new version from the year, as a land delivery does; the version
 valid in the year carries the county's code in ``county``), the year's links, sub-lots, merged
 land and apportioned figures (replaced for that county's land and enterprises), its enterprises
-(with the county's code in ``county``) and metrics from the province input (upserted; the rows
-the run used: validated, rejected rows left out, a metrics row of another county's enterprise written
+(with the county's code in ``county``), metrics, buildings, leases and 纠偏 from the province
+input (upserted as a county import writes them, so ``mujun match`` re-matches with what the run
+matched with; the rows the run used: validated, rejected rows left out, a metrics row of another county's enterprise written
 once every county's enterprises are in), and both ratings of the run. Every table is written with ``COPY`` (psycopg 3 ``cursor.copy``); the per-year tables
 get the year's partitions first (migration 0007), so the rows go straight into them.
 
@@ -48,7 +49,7 @@ import sqlalchemy as sa
 
 from app import db, store
 from app.evaluation import _scheme_json, multiyear_rows, publish_run, rating_history
-from app.ingest import _multi
+from app.ingest import _multi, write_references
 from app.models import METRIC_COLUMNS, SRID, enterprise_ratings, evaluation_runs, parcel_ratings
 from app.province import OUTPUTS, validate_county
 from scoring import load_scheme, scheme_hash
@@ -185,6 +186,10 @@ def _county(out: Path, province: Path, i: int) -> dict[str, pd.DataFrame]:
     code = next((frames[t]["county"].iloc[0] for t in ("land", "enterprise_ratings") if len(frames[t])), None)
     frames["enterprises"] = bundle.tables["enterprises"].to_crs(SRID).assign(county=code)
     frames["metrics"] = bundle.tables["metrics"]
+    # what `mujun match` reads besides land and enterprises: re-matching the database (after a
+    # 纠偏) must see the buildings, leases and corrections the run matched with
+    frames["references"] = {r: bundle.tables[r] for r in ("buildings", "leases", "corrections")
+                            if bundle.tables.get(r) is not None}
     return frames
 
 
@@ -222,6 +227,7 @@ def _write_county(conn: sa.Connection, f: dict[str, pd.DataFrame], year: int, ru
     store.upsert(conn, "enterprises", ents, ["uscc"], geom_col="geom", columns=_ENTERPRISES)
     met = f["metrics"].drop_duplicates(["uscc", "year"], keep="last")
     store.upsert(conn, "metrics", met, ["uscc", "year"], columns=_METRICS)
+    n |= {t: sum(c.values()) for t, c in write_references(conn, f["references"]).items()}
 
     er, pr = _rating_rows(conn, f, year, run_id, sch)
     for table, rows in ((enterprise_ratings, er), (parcel_ratings, pr)):
