@@ -13,6 +13,17 @@ apportioned figures exactly as they were. Years whose land is the same set of ve
 one matching (it depends only on the land, enterprises, buildings, leases and corrections);
 only the apportionment of figures is per year. A correction naming land split or merged since
 is carried to its heirs (:func:`spatial.lineage.carry_corrections`).
+
+A database written by a province run (``mujun run --province … --db``) holds many counties
+(``parcels.county``): matching runs over all of them at once, as the province run's
+single-process reference (:func:`app.province.run_single`) does, in its CRS (the zone of the
+province's centre, :func:`app.province.province_crs`) — an enterprise near a border is matched
+against both counties' land — and each county's sub-lots are measured (面积) in its own
+Gauss-Krüger zone, as the province run and the county's import measure them
+(:func:`app.province._sublots`); land areas are the stored ones (each county's zone). The
+province write stores the buildings, leases and 纠偏 the run matched with, so re-matching a
+province database after a 纠偏 gives the run's links, shares, sub-lots, merged land
+and apportioned figures (tests/test_province_rematch.py).
 """
 
 from __future__ import annotations
@@ -63,7 +74,7 @@ def load_land(conn: sa.Connection, year: int | None) -> gpd.GeoDataFrame:
     """The land valid in ``year`` (None: current), EPSG:4490, with each version's id."""
     return store.read_frame(conn, f"""
         SELECT version_id, identity_code, kind, parcel_code, source_parcel_code, parent_identity_code, owner_uscc,
-               owner_name, user_uscc, township, land_use, area_m2, area_mu, ST_AsBinary(geom) AS geom
+               owner_name, user_uscc, township, county, land_use, area_m2, area_mu, ST_AsBinary(geom) AS geom
         FROM {land_in_year_sql()} p ORDER BY identity_code""", {"year": year}, geom_col="geom")
 
 
@@ -182,8 +193,8 @@ def run_matching(engine: sa.Engine, *, rule: str = "equal", settings: Settings |
 
 def _match_land(land: gpd.GeoDataFrame, data: dict, year: int, rule: str, settings: Settings) -> dict:
     """地企对应, 多企共地分割, 一企多地合并 on one land (the land of ``year``)."""
-    metric = metric_crs_for(land)
-    land_m = land.drop(columns="version_id").to_crs(metric)
+    metric = _metric_crs(land)
+    land_m = land.drop(columns=["version_id", "county"]).to_crs(metric)
     ent_m = data["enterprises"].to_crs(metric)
     bld_m = data["buildings"].to_crs(metric) if len(data["buildings"]) else None
     leases = data["leases"] if len(data["leases"]) else None
@@ -200,12 +211,55 @@ def _match_land(land: gpd.GeoDataFrame, data: dict, year: int, rule: str, settin
     not_applied = {"unplaced_leases": links.attrs.get("unplaced_leases", pd.DataFrame()),
                    "unapplied_corrections": unapplied}
     links = split_shares(links, land_m, buildings=bld_m, leases=leases, rule=rule)
-    subs = sublot_geometries(land_m, links)
+    subs = _sublots(land, land_m, links)
     ent_land = enterprise_land(links, land_m)
     quality = land_quality_report(land_m, ent_m, links) | not_applied
     subs = subs.to_crs(SRID)
     subs = gpd.GeoDataFrame(subs.drop(columns="geometry"), geometry=_multi(subs.geometry), crs=SRID)
     return {"links": links, "sublots": subs, "enterprise_land": ent_land, "quality": quality}
+
+
+def _registered(land: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """The registered parcels of ``land`` (what the province run chooses zones by), else all of it."""
+    reg = land[(land["kind"] == "registered").to_numpy()]
+    return reg if len(reg) else land
+
+
+def _metric_crs(land: gpd.GeoDataFrame):
+    """Where distances and shares are computed: the land's Gauss-Krüger zone; for a province
+    database (land with a county) the province run's (:func:`app.province.province_crs`: the zone
+    of the centre of its registered parcels)."""
+    if land["county"].isna().all():
+        return metric_crs_for(land)
+    from app.province import province_crs
+
+    return province_crs([tuple(_registered(land).total_bounds)])
+
+
+def _sublots(land: gpd.GeoDataFrame, land_m: gpd.GeoDataFrame, links: pd.DataFrame) -> gpd.GeoDataFrame:
+    """Sub-lot outlines in ``land_m``'s CRS, each county's measured in its own Gauss-Krüger zone
+    (the zone of its registered land, as the province run's ``prepare`` step chooses it); land
+    without a county (a county import's) in ``land_m``'s CRS, as before."""
+    from app.province import _sublots as measured_in_zone  # the province run's step
+
+    county = land["county"].to_numpy(dtype=object)
+    if pd.isna(county).all():
+        return sublot_geometries(land_m, links)
+    parts = []
+    for code in [None, *sorted({c for c in county if not pd.isna(c)})]:
+        mine = pd.isna(county) if code is None else county == code
+        if not mine.any():
+            continue
+        own = land_m[mine]
+        own_links = links[links["identity_code"].isin(own["identity_code"])]
+        if code is None:
+            parts.append(sublot_geometries(own, own_links))
+            continue
+        parts.append(measured_in_zone(own, own_links, metric_crs_for(_registered(land[mine]))))
+    parts = [p for p in parts if len(p)]
+    if not parts:  # no link: nothing to cut
+        return sublot_geometries(land_m, links)
+    return gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), geometry="geometry", crs=land_m.crs)
 
 
 def _write_quality(quality: dict[str, pd.DataFrame], settings: Settings) -> Path:
