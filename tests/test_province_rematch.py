@@ -78,8 +78,9 @@ def _derived(conn) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _assert_same(before: dict, after: dict) -> None:
-    for t, (key, projected) in TABLES.items():
+def _assert_same(before: dict, after: dict, only: tuple[str, ...] = tuple(TABLES)) -> None:
+    for t in only:
+        key, projected = TABLES[t]
         a, b = before[t], after[t]
         assert len(a) == len(b) > 0, t
         assert a[key].astype(str).values.tolist() == b[key].astype(str).values.tolist(), t
@@ -133,3 +134,31 @@ def test_rematching_a_province_database_gives_the_runs_matching(province, engine
     with engine.connect() as conn:
         for k, key in KEYS.items():
             _assert_same_rows(stored[k], _rows(conn, k, ev.run_id), key, k)
+
+
+def test_a_correction_on_a_province_database_changes_only_its_land(province, engine, settings):
+    """The 纠偏 workflow on a province database: a correction linking an enterprise of one county
+    to a piece of another county's land (as an accepted 纠偏 proposal stores it), then ``mujun
+    match``: the link is there (method 纠偏), and the links of every other piece are the run's."""
+    root = province["root"]
+    write_province(engine, root / "out", root / "in", YEAR, scheme=SCHEME)
+    with engine.begin() as conn:
+        before = _derived(conn)
+        land = pd.read_sql(sa.text("SELECT identity_code, parcel_code, county FROM parcels WHERE kind = 'registered' "
+                                   "ORDER BY identity_code"), conn)
+        counties = sorted(land["county"].unique())
+        links = before["land_links"]
+        piece = land[(land["county"] == counties[0]) & ~land["identity_code"].isin(
+            links.loc[links["uscc"] == province["tenant"], "identity_code"])].iloc[0]
+        conn.execute(sa.text(
+            "INSERT INTO link_corrections (uscc, parcel_code, action, share, reason, \"by\") "
+            "VALUES (:u, :c, 'add', NULL, '实地核查', 'test')"), {"u": province["tenant"], "c": piece["parcel_code"]})
+    run_matching(engine, settings=settings)
+    with engine.connect() as conn:
+        after = _derived(conn)
+    got = after["land_links"]
+    added = got[(got["uscc"] == province["tenant"]) & (got["identity_code"] == piece["identity_code"])]
+    assert len(added) == 1 and added["method"].iloc[0] == "correction"
+    others = {t: df[df["identity_code"] != piece["identity_code"]].reset_index(drop=True)
+              for t, df in (("land_links", links), ("after", got))}
+    _assert_same({"land_links": others["land_links"]}, {"land_links": others["after"]}, only=("land_links",))
