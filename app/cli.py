@@ -398,6 +398,8 @@ def export(what: str = typer.Argument(..., help="ratings | low-yield | clusters 
            list_name: str = typer.Option(None, "--list", help="ratings: one list only (规上, 规下 …)"),
            grades: str = typer.Option(None, help="ratings: grades to list, e.g. C,D"),
            region: str = typer.Option(None, help="ratings: one township (镇街) only"),
+           county: str = typer.Option(None, help="ratings: one county (6-digit 县级行政区划代码) of a province "
+                                                 "database"),
            threshold: float = typer.Option(None, help="low-yield: 亩均税收 below this (万元/亩) instead of the "
                                                      "scheme's 低产田 standard"),
            gap_m: float = typer.Option(30.0, help="clusters: largest gap (m) between parcels of one block"),
@@ -413,7 +415,7 @@ def export(what: str = typer.Argument(..., help="ratings | low-yield | clusters 
         try:
             rl = export_ratings(db.engine(), out, year=year, run_id=run, level=level, list_name=list_name,
                                 grades=[g.strip() for g in grades.split(",") if g.strip()] if grades else None,
-                                region=region)
+                                region=region, county=county)
         except (ValueError, LookupError) as exc:
             fail(str(exc))
         print(f"{rl.year} 年{'经营主体' if rl.level == 'enterprise' else '宗地'}名单：{len(rl.frame)} 行，"

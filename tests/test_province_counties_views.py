@@ -12,7 +12,8 @@ says what score the next better band starts at; the 公示名单 (:mod:`app.list
   the province-wide figure (which differs, so the test fails on a page that ignores counties).
 * 公示名单: a 县（区）代码 column (each subject's county), rows county by county; within a county
   and group the ranks are 1..n once (a province-wide list without counties shows several rank 1s
-  per group); ``county=`` keeps one county; the Excel 汇总 counts grades per county and list.
+  per group); ``county=`` (``mujun export ratings --county``) keeps one county; the Excel 汇总
+  counts grades per county and list.
 
 A county's own database (``county`` NULL) keeps its pages and lists as they were:
 tests/test_checkups.py, tests/test_rating_lists.py and tests/test_publish_lists.py.
@@ -34,6 +35,7 @@ from app.province import run_province
 from app.province_db import write_province
 from app.sample import _ProvinceWriter
 from spatial.synthetic import generate_county
+from tests.test_cli import _mujun
 
 YEAR = 2024
 SCHEME = "zhejiang_default"
@@ -136,7 +138,7 @@ def test_checkup_compares_with_the_subjects_county(db):
     assert differs > 10 and checked_raise > 10 and raise_differs > 0, (differs, checked_raise, raise_differs)
 
 
-def test_rating_list_has_the_county_and_ranks_within_it(db, tmp_path):
+def test_rating_list_has_the_county_and_ranks_within_it(db, db_url, tmp_path):
     engine, run, ent, _ = db
     with engine.connect() as conn:
         rl = rating_list(conn, year=YEAR)
@@ -171,4 +173,12 @@ def test_rating_list_has_the_county_and_ranks_within_it(db, tmp_path):
     sheet = next(s for s in wb.sheetnames if s not in ("汇总", "不参评"))
     head = next(wb[sheet].iter_rows(max_row=1, values_only=True))
     assert "县（区）代码" in head
+
+    # a county bureau's list from the province database: `mujun export ratings --county`
+    csv = tmp_path / "county.csv"
+    done = _mujun(db_url, "export", "ratings", "--year", str(YEAR), "--county", code, "--out", str(csv),
+                  data_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    mine = pd.read_csv(csv, dtype={"县（区）代码": str})
+    assert set(mine["县（区）代码"]) == {code} and len(mine) == (ent["county"] == code).sum()
 
