@@ -462,11 +462,11 @@ def _warnings(rating: dict | None, year: int, *, flags=None, no_land: bool = Fal
 
 # --------------------------------------------------------------------------- batch
 
-_BATCH = """SELECT r.uscc, e.name, e.township, r.grade, r.list_name
+_BATCH = """SELECT r.uscc, e.name, e.county, e.township, r.grade, r.list_name
     FROM enterprise_ratings r JOIN enterprises e ON e.uscc = r.uscc
     WHERE r.run_id = :run AND (:all OR r.grade IS NOT NULL)
       AND (CAST(:town AS text) IS NULL OR e.township = :town)
-    ORDER BY e.township, r.list_name NULLS LAST, r.rank NULLS LAST, r.uscc"""
+    ORDER BY e.county NULLS FIRST, e.township, r.list_name NULLS LAST, r.rank NULLS LAST, r.uscc"""
 
 
 def _safe(name: str) -> str:
@@ -477,7 +477,8 @@ def write_checkups(engine: sa.Engine, out: str | Path, *, year: int | None = Non
                    include_unrated: bool = False, limit: int | None = None, progress=None) -> list[dict]:
     """One 体检表 PDF per enterprise of the year's run (those with a grade; ``include_unrated``
     adds the others), optionally of one township, into ``out``, plus ``index.html`` and
-    ``index.xlsx`` listing them. ``progress(done, total)`` is called after each page.
+    ``index.xlsx`` listing them (county by county, with a 县（区）代码 column, on a province
+    database). ``progress(done, total)`` is called after each page.
 
     Written as county staff see them (figures included). Raises ``LookupError`` when the year
     has no run, ``ValueError`` for a township the county does not have.
@@ -500,15 +501,20 @@ def write_checkups(engine: sa.Engine, out: str | Path, *, year: int | None = Non
             doc = c.enterprise(s.uscc)
             name = f"{s.uscc}_{_safe(s.name or '')}.pdf"
             (out / name).write_bytes(render_pdf(render_html(doc)))
-            rows.append({"统一社会信用代码": s.uscc, "企业名称": s.name, "镇街": s.township, "名单": s.list_name,
-                         "等级": s.grade, "文件": name})
+            rows.append({"统一社会信用代码": s.uscc, "企业名称": s.name, "县（区）代码": s.county, "镇街": s.township,
+                         "名单": s.list_name, "等级": s.grade, "文件": name})
             if progress:
                 progress(i, len(subjects))
         year_done = c.run["year"]
-    frame = pd.DataFrame(rows, columns=["统一社会信用代码", "企业名称", "镇街", "名单", "等级", "文件"])
+    counties = any(r["县（区）代码"] is not None for r in rows)  # a province database
+    frame = pd.DataFrame(rows, columns=["统一社会信用代码", "企业名称", "县（区）代码", "镇街", "名单", "等级", "文件"])
+    if not counties:  # a county's own database: as it always was
+        frame = frame.drop(columns="县（区）代码")
+        for r in rows:
+            del r["县（区）代码"]
     _env_index = _env().from_string(_INDEX)
-    (out / "index.html").write_text(_env_index.render(rows=rows, year=year_done, township=town, n=len(rows)),
-                                    encoding="utf-8")
+    (out / "index.html").write_text(_env_index.render(rows=rows, year=year_done, township=town, n=len(rows),
+                                                      counties=counties), encoding="utf-8")
     import xlsxwriter
 
     from app.lists import _sheet
@@ -527,7 +533,7 @@ _INDEX = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <style>body{font-family:"Noto Sans CJK SC",sans-serif;font-size:13px;margin:20px}table{border-collapse:collapse}
 td,th{border:1px solid #ccd;padding:3px 8px}th{background:#eef3f8}</style></head><body>
 <h1>{{ year }} 年企业亩均效益体检表{% if township %} · {{ township }}{% endif %}（{{ n }} 份）</h1>
-<table><thead><tr><th>统一社会信用代码</th><th>企业名称</th><th>镇街</th><th>名单</th><th>等级</th><th>体检表</th></tr></thead><tbody>
-{% for r in rows %}<tr><td>{{ r["统一社会信用代码"] }}</td><td>{{ r["企业名称"] }}</td><td>{{ r["镇街"] }}</td>
+<table><thead><tr><th>统一社会信用代码</th><th>企业名称</th>{% if counties %}<th>县（区）代码</th>{% endif %}<th>镇街</th><th>名单</th><th>等级</th><th>体检表</th></tr></thead><tbody>
+{% for r in rows %}<tr><td>{{ r["统一社会信用代码"] }}</td><td>{{ r["企业名称"] }}</td>{% if counties %}<td>{{ r["县（区）代码"] }}</td>{% endif %}<td>{{ r["镇街"] }}</td>
 <td>{{ r["名单"] or "" }}</td><td>{{ r["等级"] or "" }}</td><td><a href="{{ r["文件"] | urlencode }}">PDF</a></td></tr>
 {% endfor %}</tbody></table></body></html>"""

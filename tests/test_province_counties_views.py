@@ -10,6 +10,7 @@ says what score the next better band starts at; the 公示名单 (:mod:`app.list
   target score of "what would raise the grade" is the lowest score of the next better band in its
   county, list and group — each checked against a recomputation from the rating rows, and against
   the province-wide figure (which differs, so the test fails on a page that ignores counties).
+* 体检表 in a batch (``mujun checkups``): the index has each enterprise's county, county by county.
 * 公示名单: a 县（区）代码 column (each subject's county), rows county by county; within a county
   and group the ranks are 1..n once (a province-wide list without counties shows several rank 1s
   per group); ``county=`` (``mujun export ratings --county``) keeps one county; the Excel 汇总
@@ -29,7 +30,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.auth import Principal
-from app.checkup import Checkups
+from app.checkup import Checkups, write_checkups
 from app.lists import export_ratings, rating_list
 from app.province import run_province
 from app.province_db import write_province
@@ -182,3 +183,18 @@ def test_rating_list_has_the_county_and_ranks_within_it(db, db_url, tmp_path):
     mine = pd.read_csv(csv, dtype={"县（区）代码": str})
     assert set(mine["县（区）代码"]) == {code} and len(mine) == (ent["county"] == code).sum()
 
+
+
+def test_checkup_batch_goes_county_by_county(db, tmp_path):
+    """``mujun checkups`` on a province database: the index lists each enterprise's county, county
+    by county (a township's name may recur in another county)."""
+    engine, run, ent, _ = db
+    graded = ent[ent["grade"].notna()]
+    rows = write_checkups(engine, tmp_path / "ck", year=YEAR, limit=3)
+    first = sorted(graded["county"].unique())[0]
+    county = dict(zip(ent["uscc"], ent["county"]))
+    assert [r["县（区）代码"] for r in rows] == [first] * 3 == [county[r["统一社会信用代码"]] for r in rows]
+    index = pd.read_excel(tmp_path / "ck" / "index.xlsx", dtype=str)
+    assert list(index.columns[:4]) == ["统一社会信用代码", "企业名称", "县（区）代码", "镇街"]
+    assert index["县（区）代码"].tolist() == [first] * 3
+    assert "<th>县（区）代码</th>" in (tmp_path / "ck" / "index.html").read_text(encoding="utf-8")
