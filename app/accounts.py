@@ -1,6 +1,7 @@
 """People who sign in to the web app: users, passwords, sessions in signed cookies, CSRF.
 
-A user has an account role and, optionally, a township (镇街) it is limited to:
+A user has an account role and, optionally, a county (县级行政区划代码) and/or a township (镇街)
+it is limited to (a scope, as an API key's: :mod:`app.auth`):
 
 ==========  =====================  ==============================================================
 account     Principal role         may also
@@ -35,7 +36,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from app.auth import Principal, check_region, key_from_request
+from app.auth import Principal, check_scope, key_from_request
 from app.models import users
 from app.settings import Settings
 
@@ -54,11 +55,12 @@ _DUMMY_HASH = _hasher.hash("mujun-no-such-user")
 
 # -- users ---------------------------------------------------------------------------------------
 def create_user(conn: sa.Connection, username: str, password: str, role: str, township: str | None = None,
-                display_name: str | None = None) -> int:
+                display_name: str | None = None, county: str | None = None) -> int:
     """Store a user with an argon2id hash of ``password``; returns its id.
 
     Raises ``ValueError`` (Chinese) for an unknown role, a taken or blank user name, a password
-    shorter than :data:`MIN_PASSWORD`, an officer without a township, or an unknown township.
+    shorter than :data:`MIN_PASSWORD`, an officer without a township, or a scope the database does
+    not have (:func:`app.auth.check_scope`: on a province database a township needs its county).
     """
     if role not in ACCOUNT_ROLES:
         raise ValueError(f"角色必须是 viewer（查看）、officer（镇街专管员）、analyst（分析）、admin（管理）之一，而不是 {role!r}")
@@ -68,18 +70,19 @@ def create_user(conn: sa.Connection, username: str, password: str, role: str, to
         raise ValueError(f"密码至少 {MIN_PASSWORD} 个字符")
     if role == "officer" and township is None:
         raise ValueError("镇街专管员必须指定镇街（--township）")
-    township = check_region(conn, township)
+    township, county = check_scope(conn, township, county)
     if conn.execute(sa.select(users.c.id).where(users.c.username == username)).first():
         raise ValueError(f"用户名 {username!r} 已存在")
     return conn.execute(users.insert().values(
         username=username, display_name=display_name, password_hash=_hasher.hash(password),
-        role=role, township=township).returning(users.c.id)).scalar_one()
+        role=role, township=township, county=county).returning(users.c.id)).scalar_one()
 
 
 def list_users(conn: sa.Connection) -> list[dict]:
-    """Every user (never a hash): id, username, display_name, role, township, created, last login, disabled."""
+    """Every user (never a hash): id, username, display_name, role, township, county, created, last
+    login, disabled."""
     return [dict(r._mapping) for r in conn.execute(sa.select(
-        users.c.id, users.c.username, users.c.display_name, users.c.role, users.c.township,
+        users.c.id, users.c.username, users.c.display_name, users.c.role, users.c.township, users.c.county,
         users.c.created_at, users.c.last_login_at, users.c.disabled_at).order_by(users.c.id))]
 
 
@@ -110,12 +113,12 @@ def authenticate(conn: sa.Connection, username: str, password: str) -> int | Non
 
 def user_principal(conn: sa.Connection, user_id: int, *, publish_links: bool = False) -> Principal | None:
     """The Principal of an enabled user (``None`` when unknown or disabled)."""
-    row = conn.execute(sa.select(users.c.id, users.c.username, users.c.role, users.c.township)
+    row = conn.execute(sa.select(users.c.id, users.c.username, users.c.role, users.c.township, users.c.county)
                        .where(users.c.id == user_id, users.c.disabled_at.is_(None))).first()
     if row is None:
         return None
     return Principal(PRINCIPAL_ROLE[row.role], row.township, None, row.username, publish_links=publish_links,
-                     user_id=row.id, account_role=row.role)
+                     user_id=row.id, account_role=row.role, county=row.county)
 
 
 # -- sessions ------------------------------------------------------------------------------------

@@ -27,11 +27,30 @@ are ``link`` level: ``viewer`` and above, or everyone when the county publishes 
 A key with a region never sees another township's land or enterprises — in items, tiles,
 archives, clusters and exports alike; :meth:`Principal.region_clause` is the one place that
 filter is written.
+
+A scope is a (county, township) pair. One database may hold a whole province (``mujun run
+--province … --db``; ``county`` of land and enterprises = 6-digit 县级行政区划代码, NULL = the
+database's one county), and townships of different counties share names (城关镇 …), so a
+township alone does not name a place:
+
+==============  ==========  ==================================================================
+county          township    sees the rows with
+==============  ==========  ==================================================================
+NULL            NULL        every row (a county database: the county; a province database:
+                            the province)
+C               NULL        county = C
+C               T           county = C and township = T
+NULL            T           county IS NULL and township = T: the township of the database's
+                            one county. On a province database that is nothing — such a scope
+                            is refused when made (:func:`check_scope`), and one made before
+                            the database held counties sees nothing rather than every county's T
+==============  ==========  ==================================================================
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -92,6 +111,8 @@ class Principal:
     #: (viewer | officer | analyst | admin); ``role``/``region`` mean the same as a key's.
     user_id: int | None = None
     account_role: str | None = None
+    #: The county (6-digit 县级行政区划代码) the scope is limited to; NULL = the database's one county.
+    county: str | None = None
 
     def at_least(self, role: str) -> bool:
         """Whether this caller has ``role`` or more; ``link`` is viewer, or public when published."""
@@ -123,11 +144,34 @@ class Principal:
         """Viewer-level details (ranks, explanations without figures, history)."""
         return self.at_least("viewer")
 
-    def region_clause(self, township_expr: str, param: str = "scope_region") -> tuple[str, dict]:
-        """SQL condition limiting rows to this principal's township (``TRUE`` when county-wide)."""
-        if self.region is None:
+    @property
+    def scoped(self) -> bool:
+        """Whether this caller sees only part of the database (a county or a township)."""
+        return self.region is not None or self.county is not None
+
+    def region_clause(self, township_expr: str, param: str = "scope_region",
+                      county_expr: str | None = None) -> tuple[str, dict]:
+        """SQL condition limiting rows to this principal's scope (``TRUE`` when unscoped); the
+        rule is the module's table. ``county_expr`` defaults to ``township_expr`` with
+        ``township`` read as ``county``: every table with a township has its county next to it
+        (migrations 0009, 0010)."""
+        if not self.scoped:
             return "TRUE", {}
-        return f"({township_expr}) = :{param}", {param: self.region}
+        county_expr = county_expr or county_of(township_expr)
+        if self.county is None:  # the database's one county: never a same-named township elsewhere
+            conds, params = [f"({county_expr}) IS NULL"], {}
+        else:
+            conds, params = [f"({county_expr}) = :{param}_county"], {f"{param}_county": self.county}
+        if self.region is not None:
+            conds.append(f"({township_expr}) = :{param}")
+            params[param] = self.region
+        return "(" + " AND ".join(conds) + ")", params
+
+    def in_scope(self, township: str | None, county: str | None) -> bool:
+        """:meth:`region_clause` for one row already read (its township and county)."""
+        if not self.scoped:
+            return True
+        return county == self.county and (self.region is None or township == self.region)
 
     def require(self, role: str) -> None:
         if not self.at_least(role):
@@ -140,19 +184,35 @@ class Principal:
             )
 
 
+def county_of(township_expr: str) -> str:
+    """The county column next to a township expression: ``p.township`` → ``p.county`` (every
+    table with a township has its county beside it, migrations 0009 and 0010)."""
+    return re.sub(r"\btownship\b", "county", township_expr)
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def townships(conn: sa.Connection) -> list[str]:
-    """The county's townships (镇街): those of its land and its enterprises."""
+def townships(conn: sa.Connection, county: str | None = None) -> list[str]:
+    """The townships (镇街) of land and enterprises: of ``county`` when given, else all."""
+    where = "township IS NOT NULL" + (" AND county = :c" if county is not None else "")
     return [t for (t,) in conn.execute(sa.text(
-        "SELECT township FROM parcels WHERE township IS NOT NULL "
-        "UNION SELECT township FROM enterprises WHERE township IS NOT NULL ORDER BY 1"))]
+        f"SELECT township FROM parcels WHERE {where} UNION SELECT township FROM enterprises WHERE {where} "
+        "ORDER BY 1"), {"c": county})]
 
 
-def check_region(conn: sa.Connection, region: str | None) -> str | None:
-    """A key's region exactly as the data spells it, or ``None`` for county-wide.
+def counties(conn: sa.Connection, township: str | None = None) -> list[str]:
+    """The counties (县级行政区划代码) the database holds — of land and enterprises, with
+    ``township`` when given; empty for a county database (every county NULL)."""
+    where = "county IS NOT NULL" + (" AND township = :t" if township is not None else "")
+    return [c for (c,) in conn.execute(sa.text(
+        f"SELECT county FROM parcels WHERE {where} UNION SELECT county FROM enterprises WHERE {where} "
+        "ORDER BY 1"), {"t": township})]
+
+
+def check_region(conn: sa.Connection, region: str | None, county: str | None = None) -> str | None:
+    """A township exactly as the data spells it (of ``county`` when given), or ``None``.
 
     Raises ``ValueError`` (message in Chinese, for the CLI) for an empty or blank region, one with
     leading/trailing spaces, or a township the county does not have — listing the known ones: a
@@ -160,35 +220,61 @@ def check_region(conn: sa.Connection, region: str | None) -> str | None:
     """
     if region is None:
         return None
-    known = townships(conn)
+    known = townships(conn, county)
     listing = "、".join(known) if known else "（尚无数据：请先导入）"
     if not region.strip():
         raise ValueError(f"镇街不能为空；全县范围的密钥请不要加 --region。已知镇街：{listing}")
     if region != region.strip():
         raise ValueError(f"镇街名称 {region!r} 首尾有空格，请去掉。已知镇街：{listing}")
     if region not in known:
-        raise ValueError(f"未知镇街 {region!r}。已知镇街：{listing}")
+        where = f"县（区）{county} " if county is not None else ""
+        raise ValueError(f"{where}没有镇街 {region!r}。已知镇街：{listing}")
     return region
 
 
-def create_key(conn: sa.Connection, name: str, role: str, region: str | None = None) -> str:
+def check_scope(conn: sa.Connection, region: str | None, county: str | None) -> tuple[str | None, str | None]:
+    """A key's or user's scope (township, county) as the data spells it (the module's table).
+
+    Raises ``ValueError`` (Chinese) for a county the database does not hold (listing those it
+    does), a township that county does not have (:func:`check_region`), and a township without a
+    county on a database that holds counties (a province database): the township's name does not
+    say which county's it is — the message names the counties that have it.
+    """
+    if county is not None:
+        known = counties(conn)
+        if county not in known:
+            listing = "、".join(known) if known else "（本库为单县库，不需要 --county）"
+            raise ValueError(f"未知县（区）代码 {county!r}（6 位县级行政区划代码）。本库的县（区）：{listing}")
+        return check_region(conn, region, county), county
+    if region is not None and counties(conn):
+        having = counties(conn, region)
+        if not having:
+            check_region(conn, region)  # raises: no such township in any county
+        raise ValueError(f"本库包含多个县（区），镇街名称不能确定是哪个县的：请用 --county 指定县（区）代码。"
+                         f"有镇街 {region!r} 的县（区）：{'、'.join(having)}")
+    return check_region(conn, region), None
+
+
+def create_key(conn: sa.Connection, name: str, role: str, region: str | None = None,
+               county: str | None = None) -> str:
     """Store a new key's hash and return the key itself (shown once, never stored).
 
-    Raises ``ValueError`` for an unknown role or a region that is not one of the county's
-    townships (:func:`check_region`).
+    Raises ``ValueError`` for an unknown role or a scope the database does not have
+    (:func:`check_scope`).
     """
     if role not in ROLES or role == "none":
         raise ValueError(f"角色必须是 public、viewer、analyst、admin 之一，而不是 {role!r}")
-    region = check_region(conn, region)
+    region, county = check_scope(conn, region, county)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    conn.execute(api_keys.insert().values(name=name, key_hash=hash_key(key), role=role, region=region))
+    conn.execute(api_keys.insert().values(name=name, key_hash=hash_key(key), role=role, region=region,
+                                          county=county))
     return key
 
 
 def list_keys(conn: sa.Connection) -> list[dict]:
-    """Every key (never the key itself): id, name, role, region, created, revoked."""
+    """Every key (never the key itself): id, name, role, region, county, created, revoked."""
     return [dict(r._mapping) for r in conn.execute(
-        sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.role, api_keys.c.region,
+        sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.role, api_keys.c.region, api_keys.c.county,
                   api_keys.c.created_at, api_keys.c.revoked_at).order_by(api_keys.c.id))]
 
 
@@ -212,11 +298,13 @@ class KeyResolver:
         if not key:
             return self.anonymous
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(api_keys.c.id, api_keys.c.role, api_keys.c.region, api_keys.c.name)
+            row = conn.execute(sa.select(api_keys.c.id, api_keys.c.role, api_keys.c.region, api_keys.c.name,
+                                         api_keys.c.county)
                                .where(api_keys.c.key_hash == hash_key(key), api_keys.c.revoked_at.is_(None))).first()
         if row is None:
             raise HTTPException(status_code=401, detail="unknown or revoked API key")
-        return Principal(row.role, row.region, row.id, row.name, publish_links=self.publish_links)
+        return Principal(row.role, row.region, row.id, row.name, publish_links=self.publish_links,
+                         county=row.county)
 
 
 def key_from_request(request: Request) -> str | None:

@@ -525,6 +525,7 @@ cli.add_typer(keys_cli, name="keys")
 @keys_cli.command("create")
 def keys_create(role: str = typer.Option(..., help="public | viewer | analyst | admin"),
                 region: str = typer.Option(None, help="township (镇街) the key is limited to; default county-wide"),
+                county: str = typer.Option(None, help="county (6-digit 县级行政区划代码) the scope is limited to; needed with a township on a province database"),
                 name: str = typer.Option("key", help="who or what the key is for")) -> None:
     """Create an API key; it is printed once and stored only as a hash."""
     from app.auth import create_key
@@ -532,14 +533,21 @@ def keys_create(role: str = typer.Option(..., help="public | viewer | analyst | 
     ready_url()
     try:
         with db.engine().begin() as conn:
-            key = create_key(conn, name, role, region)
-            db.audit(conn, "cli", "keys.create", "api_keys", name, {"role": role, "region": region})
+            key = create_key(conn, name, role, region, county)
+            db.audit(conn, "cli", "keys.create", "api_keys", name, {"role": role, "region": region, "county": county})
     except ValueError as exc:
         fail(str(exc))
     print(key)
 
 
 _ROLE_ZH = {"public": "公开", "viewer": "查看", "analyst": "分析", "admin": "管理"}
+
+
+def _scope_zh(county: str | None, township: str | None) -> str:
+    """A key's or user's scope as listed: 全县 / 县（区）C / C 的镇街 T (app.auth)."""
+    if county is None:
+        return township or "全县"
+    return f"{county} {township}" if township else f"县（区）{county}"
 
 
 @keys_cli.command("list")
@@ -557,7 +565,7 @@ def keys_list() -> None:
     for r in rows:
         state = f"已吊销 {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "有效"
         print(f"{r['id']}\t{r['name']}\t{r['role']}（{_ROLE_ZH.get(r['role'], r['role'])}）\t"
-              f"{r['region'] or '全县'}\t{r['created_at']:%Y-%m-%d %H:%M}\t{state}")
+              f"{_scope_zh(r['county'], r['region'])}\t{r['created_at']:%Y-%m-%d %H:%M}\t{state}")
 
 
 @keys_cli.command("revoke")
@@ -581,6 +589,7 @@ cli.add_typer(users_cli, name="users")
 def users_create(username: str = typer.Argument(..., help="user name for signing in"),
                  role: str = typer.Option(..., help="viewer | officer (镇街专管员) | analyst | admin"),
                  township: str = typer.Option(None, help="township (镇街) the user is limited to; officers need one"),
+                 county: str = typer.Option(None, help="county (6-digit 县级行政区划代码) the scope is limited to; needed with a township on a province database"),
                  display_name: str = typer.Option(None, help="the person's name"),
                  password: str = typer.Option(..., prompt="密码", hide_input=True, confirmation_prompt="再次输入密码",
                                               help="asked for when not given (never echoed, never logged)")) -> None:
@@ -590,11 +599,12 @@ def users_create(username: str = typer.Argument(..., help="user name for signing
     ready_url()
     try:
         with db.engine().begin() as conn:
-            uid = create_user(conn, username, password, role, township, display_name)
-            db.audit(conn, "cli", "users.create", "users", username, {"role": role, "township": township})
+            uid = create_user(conn, username, password, role, township, display_name, county)
+            db.audit(conn, "cli", "users.create", "users", username,
+                     {"role": role, "township": township, "county": county})
     except ValueError as exc:
         fail(str(exc))
-    print(f"已创建用户 {username}（编号 {uid}，角色 {ROLE_ZH[role]}，范围 {township or '全县'}）")
+    print(f"已创建用户 {username}（编号 {uid}，角色 {ROLE_ZH[role]}，范围 {_scope_zh(county, township)}）")
 
 
 @users_cli.command("list")
@@ -612,7 +622,7 @@ def users_list() -> None:
     for r in rows:
         state = f"已停用 {r['disabled_at']:%Y-%m-%d %H:%M}" if r["disabled_at"] else "有效"
         last = f"{r['last_login_at']:%Y-%m-%d %H:%M}" if r["last_login_at"] else "从未登录"
-        print(f"{r['id']}\t{r['username']}\t{r['role']}（{ROLE_ZH.get(r['role'], r['role'])}）\t{r['township'] or '全县'}\t"
+        print(f"{r['id']}\t{r['username']}\t{r['role']}（{ROLE_ZH.get(r['role'], r['role'])}）\t{_scope_zh(r['county'], r['township'])}\t"
               f"{r['created_at']:%Y-%m-%d %H:%M}\t{last}\t{state}")
 
 

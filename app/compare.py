@@ -40,7 +40,7 @@ _PARCELS = """WITH shown AS ({shown})
            (r.indicators ->> :ind)::float AS value, p.area_mu, r.idle,
            coalesce(r.low_yield_years, 0) AS low_yield_years, r.identity_code AS subject
     FROM shown s JOIN parcel_ratings r ON r.run_id = s.id
-    JOIN LATERAL (SELECT q.township, q.area_mu FROM {land} q WHERE q.identity_code = r.identity_code LIMIT 1) p ON TRUE
+    JOIN LATERAL (SELECT q.township, q.county, q.area_mu FROM {land} q WHERE q.identity_code = r.identity_code LIMIT 1) p ON TRUE
     WHERE {region}"""
 
 

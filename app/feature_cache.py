@@ -10,8 +10,8 @@ dynamic path runs (``app.api.sql._feature_json``), so an items page becomes a ke
 Visibility classes come from :data:`app.auth.CONFIDENTIALITY`'s levels: ``public`` (anonymous or
 ``public`` keys), ``link`` (the same when the county publishes links), ``viewer`` and ``analyst``
 (``admin`` sees what an analyst sees; only ``analyst`` sees drafts, so its default run may differ).
-A region-scoped key reads its class's rows ``WHERE township = region`` — the same rows
-``Principal.region_clause`` selects, so the bytes are the same.
+A scoped key reads its class's rows by ``Principal.region_clause`` on the stored township and
+county — the same rows the dynamic path selects, so the bytes are the same.
 
 Validity: ``feature_cache_state`` records, per (collection, class), the data version and the
 evaluation run the rows were rendered at. A request is answered from the cache only when that
@@ -66,11 +66,12 @@ gone AS (
       AND NOT EXISTS (SELECT 1 FROM new WHERE new.key = c.key)
     RETURNING 1),
 put AS (
-    INSERT INTO feature_cache AS c (collection, visibility, key, township, geom, feature)
-    SELECT :fc_collection, :fc_visibility, key, township, geom, feature FROM new
+    INSERT INTO feature_cache AS c (collection, visibility, key, township, county, geom, feature)
+    SELECT :fc_collection, :fc_visibility, key, township, county, geom, feature FROM new
     ON CONFLICT (collection, visibility, key) DO UPDATE
-    SET township = EXCLUDED.township, geom = EXCLUDED.geom, feature = EXCLUDED.feature
+    SET township = EXCLUDED.township, county = EXCLUDED.county, geom = EXCLUDED.geom, feature = EXCLUDED.feature
     WHERE c.feature <> EXCLUDED.feature OR c.township IS DISTINCT FROM EXCLUDED.township
+       OR c.county IS DISTINCT FROM EXCLUDED.county
        OR ST_AsEWKB(c.geom) IS DISTINCT FROM ST_AsEWKB(EXCLUDED.geom)
     RETURNING 1)
 SELECT (SELECT count(*) FROM new) AS features, (SELECT count(*) FROM gone) AS deleted,

@@ -132,7 +132,7 @@ _ENTERPRISE_LAND = "SELECT * FROM enterprise_land WHERE uscc = :uscc ORDER BY ye
 _ENTERPRISE_LAND_YEARS = f"""
     SELECT l.year, l.identity_code, p.parcel_code, l.role, l.share, l.attributed_area_m2, l.attributed_area_mu
     FROM land_links l
-    JOIN LATERAL (SELECT q.parcel_code, q.township FROM {land_in_year_sql("l.year")} q
+    JOIN LATERAL (SELECT q.parcel_code, q.township, q.county FROM {land_in_year_sql("l.year")} q
                   WHERE q.identity_code = l.identity_code) p ON TRUE
     WHERE l.uscc = :uscc AND {{region}}
     ORDER BY l.year, l.identity_code"""

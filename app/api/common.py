@@ -59,8 +59,10 @@ def data_version(conn: sa.Connection) -> int:
 
 
 def principal_scope(principal) -> str:
-    """What a cache entry that depends on the caller keys on: role and region (never the key)."""
+    """What a cache entry that depends on the caller keys on: role and scope (never the key)."""
     region = "*" if principal.region is None else f"={principal.region}"  # '' is not county-wide
+    if getattr(principal, "county", None) is not None:  # a same-named township of another county differs
+        region += f"@{principal.county}"
     return f"{principal.role}|{region}|{'links' if getattr(principal, 'publish_links', False) else ''}"
 
 

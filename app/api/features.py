@@ -413,7 +413,7 @@ def conformance(request: Request):
 # ---------------------------------------------------------------------------- collections
 
 def _extent(request: Request, conn: sa.Connection, version: int, layer: Layer, who) -> list[float] | None:
-    key = ("extent", version, layer.id, who.role, who.region)
+    key = ("extent", version, layer.id, who.role, who.region, who.county)
     hit = _cache(request).get(key)
     if hit is None:
         sql, params = fsql.extent_sql(layer, who)

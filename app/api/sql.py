@@ -35,6 +35,7 @@ from pygeofilter import ast, values
 
 from app.api import cql2
 from app.api.layers import Layer, Prop, current_run_sql, explicit_run_sql, run_statuses
+from app.auth import county_of
 
 STORAGE_SRID = 4490
 OGC_CRS = "http://www.opengis.net/def/crs"
@@ -135,6 +136,9 @@ class FeatureQuery:
     crs: Crs = CRS84
     order: list[tuple[str, bool, str]] = field(default_factory=list)  # (sql, desc, json type)
     region: str | None = None  # the caller's township (a region-scoped key), else None
+    #: The caller's scope on ``feature_cache c`` (Principal.region_clause on the stored township
+    #: and county: the same rows as region_sql) and its parameters.
+    cache_region: tuple[str, dict] = ("TRUE", {})
     bbox_sql: str | None = None  # the bbox envelope (storage CRS) when add_bbox was called
     _n: int = 0
 
@@ -170,7 +174,8 @@ def new_query(layer: Layer, principal, run_id: int | None) -> FeatureQuery:
     visible = layer.visible(principal.at_least)
     region_sql, region_params = principal.region_clause(layer.township_sql)
     q = FeatureQuery(layer=layer, visible=visible, run_id=run_id, region_sql=region_sql,
-                     props=list(visible), region=principal.region)
+                     props=list(visible), region=principal.region,
+                     cache_region=principal.region_clause("c.township", "scope_cache"))
     q.params.update(region_params)
     q.params["run_id"] = run_id
     q.order = [(layer.key_sql, False, "key")]
@@ -630,9 +635,11 @@ def runs_list_sql(drafts: bool = True) -> str:
 # ----------------------------------------------------------- the pre-rendered features
 
 def render_sql(q: FeatureQuery) -> tuple[str, dict]:
-    """Every row of ``q`` as (key, township, geom, feature): what ``feature_cache`` stores
+    """Every row of ``q`` as (key, township, county, geom, feature): what ``feature_cache`` stores
     (:mod:`app.feature_cache`); ``feature`` is the dynamic path's own text (CRS84)."""
-    sql = (f"SELECT {q.layer.key_sql} AS key, {q.layer.township_sql} AS township, {q.layer.geom_sql} AS geom, "
+    county = county_of(q.layer.township_sql)  # as Principal.region_clause
+    sql = (f"SELECT {q.layer.key_sql} AS key, {q.layer.township_sql} AS township, {county} AS county, "
+           f"{q.layer.geom_sql} AS geom, "
            f"{_feature_json(q)} AS feature\nFROM {q.layer.from_sql}\nWHERE {q.all_where()}")
     return sql, q.params
 
@@ -659,8 +666,9 @@ def _cache_where(q: FeatureQuery, visibility: str, version: int) -> str:
     """The cached rows of ``q`` (which must be a copy: its parameters are added to)."""
     q.params.update(fc_collection=q.layer.id, fc_visibility=visibility, fc_version=version)
     conds = ["c.collection = CAST(:fc_collection AS text)", "c.visibility = CAST(:fc_visibility AS text)"]
-    if q.region is not None:  # Principal.region_clause on the stored township: the same rows
-        conds.append(f"c.township = {q.bind(q.region, 'text')}")
+    region_sql, region_params = q.cache_region  # the caller's scope on the stored township and county
+    conds.append(region_sql)
+    q.params.update(region_params)
     if q.bbox_sql:
         conds.append(f"ST_Intersects(c.geom, {q.bbox_sql})")
     return " AND ".join(conds)

@@ -149,12 +149,14 @@ class NewUser(BaseModel):
     role: Literal["viewer", "officer", "analyst", "admin"]
     township: str | None = Field(None, max_length=200)
     display_name: str | None = Field(None, max_length=200)
+    county: str | None = Field(None, max_length=6, description="6-digit 县级行政区划代码 (a province database)")
 
 
 class NewKey(BaseModel):
     name: str = Field(..., min_length=1, max_length=200)
     role: Literal["public", "viewer", "analyst", "admin"]
     region: str | None = Field(None, max_length=200)
+    county: str | None = Field(None, max_length=6, description="6-digit 县级行政区划代码 (a province database)")
 
 
 def _iso(rows: list[dict]) -> list[dict]:
@@ -174,9 +176,9 @@ def users_create(request: Request, body: NewUser, who: Principal = Depends(princ
     try:
         with _engine(request).begin() as conn:
             uid = accounts.create_user(conn, _clean(body.username), body.password, body.role,
-                                       body.township, body.display_name)
+                                       body.township, body.display_name, body.county)
             db.audit(conn, _actor(who), "users.create", "users", body.username,
-                     {"role": body.role, "township": body.township})
+                     {"role": body.role, "township": body.township, "county": body.county})
     except ValueError as exc:
         raise ApiError(400, "InvalidParameterValue", str(exc)) from None
     return {"id": uid, "username": body.username}
@@ -208,11 +210,12 @@ def keys_create(request: Request, body: NewKey, who: Principal = Depends(princip
     assert body.role in ROLES
     try:
         with _engine(request).begin() as conn:
-            key = create_key(conn, _clean(body.name), body.role, body.region)
-            db.audit(conn, _actor(who), "keys.create", "api_keys", body.name, {"role": body.role, "region": body.region})
+            key = create_key(conn, _clean(body.name), body.role, body.region, body.county)
+            db.audit(conn, _actor(who), "keys.create", "api_keys", body.name,
+                     {"role": body.role, "region": body.region, "county": body.county})
     except ValueError as exc:
         raise ApiError(400, "InvalidParameterValue", str(exc)) from None
-    return {"key": key, "name": body.name, "role": body.role, "region": body.region}
+    return {"key": key, "name": body.name, "role": body.role, "region": body.region, "county": body.county}
 
 
 @router.post("/admin/keys/{key_id}/revoke", tags=["accounts"], summary="Revoke an API key (admin; at once)")
@@ -395,7 +398,9 @@ _DIFF_ENT = """
 _DIFF_LAND = """
     SELECT d.identity_code, d.low_yield_years, p.low_yield_years AS old_low_yield_years, d.grade,
            (SELECT township FROM parcels x WHERE x.identity_code = d.identity_code
-            ORDER BY x.valid_to DESC NULLS FIRST LIMIT 1) AS township
+            ORDER BY x.valid_to DESC NULLS FIRST LIMIT 1) AS township,
+           (SELECT county FROM parcels x WHERE x.identity_code = d.identity_code
+            ORDER BY x.valid_to DESC NULLS FIRST LIMIT 1) AS county
     FROM parcel_ratings d
     LEFT JOIN parcel_ratings p ON p.run_id = :base AND p.identity_code = d.identity_code
     WHERE d.run_id = :run AND coalesce(d.low_yield_years, 0) > 0 AND coalesce(p.low_yield_years, 0) = 0
@@ -420,8 +425,7 @@ def run_diff(request: Request, run_id: int = _id(), limit: int = Query(500, ge=1
         changes = [dict(r._mapping) for r in conn.execute(sa.text(_DIFF_ENT.format(region=region)),
                                                            {"run": run_id, "base": base.id if base else 0, **params})]
         land = [dict(r._mapping) for r in conn.execute(sa.text(_DIFF_LAND), {"run": run_id, "base": base.id if base else 0})]
-    if who.region is not None:
-        land = [r for r in land if r["township"] == who.region]
+    land = [r for r in land if who.in_scope(r["township"], r.pop("county"))]
     new_d = [c for c in changes if c["new_grade"] == "D"]
     return {"run_id": run_id, "year": run.year, "status": run.status,
             "base_run_id": base.id if base else None, "base_year": base.year if base else None,
@@ -432,7 +436,7 @@ def run_diff(request: Request, run_id: int = _id(), limit: int = Query(500, ge=1
 @router.post("/workflow/runs/{run_id}/publish", tags=["workflow"], summary="Publish a draft run (analyst)")
 def run_publish(request: Request, run_id: int = _id(), who: Principal = Depends(principal)):
     who.require("analyst")
-    if who.region is not None:
+    if who.scoped:
         raise ApiError(403, "Forbidden", "发布评价结果需要全县范围的分析角色")
     from app.evaluation import publish_run
 
@@ -460,11 +464,12 @@ class Decision(BaseModel):
     answer: str | None = Field(None, max_length=2000)
 
 
-def _land_township(conn: sa.Connection, code: str) -> tuple[str, str | None] | None:
+def _land_township(conn: sa.Connection, code: str) -> tuple[str, str | None, str | None] | None:
+    """The land's (identity code, township, county), or ``None``."""
     row = conn.execute(sa.text(
-        "SELECT identity_code, township FROM parcels WHERE parcel_code = :c OR identity_code = :c "
+        "SELECT identity_code, township, county FROM parcels WHERE parcel_code = :c OR identity_code = :c "
         "ORDER BY (identity_code = :c) DESC, valid_to DESC NULLS FIRST LIMIT 1"), {"c": code}).first()
-    return (row.identity_code, row.township) if row else None
+    return (row.identity_code, row.township, row.county) if row else None
 
 
 def _audit_both(conn, who, action, ids: list[str], details: dict) -> None:
@@ -490,12 +495,12 @@ def corrections_create(request: Request, body: Proposal, who: Principal = Depend
     uscc, code, reason = _clean(body.uscc), _clean(body.parcel_code), _clean(body.reason)
     with _engine(request).begin() as conn:
         land = _land_township(conn, code)
-        if land is None or (who.region is not None and land[1] != who.region):
+        if land is None or not who.in_scope(land[1], land[2]):
             raise ApiError(404, "NotFound", f"本{'镇街' if who.region else '县'}没有宗地 {code}")
         if not conn.execute(sa.text("SELECT 1 FROM enterprises WHERE uscc = :u"), {"u": uscc}).first():
             raise ApiError(404, "NotFound", f"没有统一社会信用代码为 {uscc} 的企业")
         pid = conn.execute(correction_proposals.insert().values(
-            uscc=uscc, parcel_code=code, township=land[1], action=body.action, share=body.share, reason=reason,
+            uscc=uscc, parcel_code=code, township=land[1], county=land[2], action=body.action, share=body.share, reason=reason,
             proposed_by=_actor(who)).returning(correction_proposals.c.id)).scalar_one()
         _audit_both(conn, who, "correction.proposed", [uscc, land[0]],
                     {"proposal": pid, "uscc": uscc, "parcel_code": code, "action": body.action, "share": body.share,
@@ -578,14 +583,15 @@ def appeals_create(request: Request, body: NewAppeal, who: Principal = Depends(p
     uscc, reason = _clean(body.uscc), _clean(body.reason)
     with _engine(request).begin() as conn:
         row = conn.execute(sa.text(
-            "SELECT r.grade, e.township, run.status FROM enterprise_ratings r JOIN evaluation_runs run ON run.id = r.run_id "
+            "SELECT r.grade, e.township, e.county, run.status FROM enterprise_ratings r JOIN evaluation_runs run ON run.id = r.run_id "
             "LEFT JOIN enterprises e ON e.uscc = r.uscc WHERE r.run_id = :run AND r.uscc = :u"),
             {"run": body.run_id, "u": uscc}).first()
-        if row is None or (who.region is not None and row.township != who.region):
+        if row is None or not who.in_scope(row.township, row.county):
             raise ApiError(404, "NotFound", f"评价 {body.run_id} 中没有本{'镇街' if who.region else '县'}的企业 {uscc}")
         if row.status != "draft":
             raise ApiError(400, "InvalidParameterValue", f"评价 {body.run_id} 不是待发布的草稿（{row.status}），不能申诉")
         aid = conn.execute(appeals.insert().values(run_id=body.run_id, uscc=uscc, township=row.township,
+                                                   county=row.county,
                                                    grade=row.grade, reason=reason, submitted_by=_actor(who))
                            .returning(appeals.c.id)).scalar_one()
         _audit_both(conn, who, "appeal.submitted", [uscc], {"appeal": aid, "run_id": body.run_id, "reason": reason})
@@ -762,15 +768,20 @@ def groups_create(request: Request, body: NewGroup, who: Principal = Depends(pri
         if not members:
             raise ApiError(400, "InvalidParameterValue", "没有符合条件（且在您范围内）的成员")
         gid = conn.execute(saved_groups.insert().values(
-            name=_clean(body.name), kind=body.kind, members=members, township=who.region, shared=body.shared,
+            name=_clean(body.name), kind=body.kind, members=members, township=who.region, county=who.county,
+            shared=body.shared,
             created_by=_actor(who)).returning(saved_groups.c.id)).scalar_one()
         db.audit(conn, _actor(who), "group.create", "saved_groups", str(gid), {"name": body.name, "members": len(members)})
     return {"id": gid, "name": body.name, "kind": body.kind, "members": len(members)}
 
 
 def _visible_groups(who: Principal) -> tuple[str, dict]:
+    """Own groups, and shared ones made in the caller's scope or by a county-wide creator of its
+    county (a province-wide creator's: everyone's)."""
     region, params = who.region_clause("township", "g_region")
-    return f"(created_by = :me OR (shared AND ({region} OR township IS NULL)))", {"me": _actor(who), **params}
+    county = "county IS NULL" + (" OR county = :g_county" if who.county is not None else "")
+    return (f"(created_by = :me OR (shared AND ({region} OR (township IS NULL AND ({county})))))",
+            {"me": _actor(who), "g_county": who.county, **params})
 
 
 @router.get("/workflow/groups", tags=["workflow"], summary="Saved groups: own and shared with the county")
