@@ -260,3 +260,23 @@ def test_officer_of_a_countys_township_proposes_and_sees_there_only(province, cl
         assert conn.execute(sa.text("SELECT county, township FROM correction_proposals WHERE id = :i"),
                             {"i": pid}).one() == (a, t)
     eng.dispose()
+
+
+def test_cli_keys_and_users_take_a_county(province, client, tmp_path):
+    """`mujun keys create --county` / `mujun users create --county`: the key works in its scope;
+    without --county the township is refused in Chinese, naming the counties (no traceback)."""
+    from tests.test_cli import _mujun
+
+    url, a, b, t, rows = province
+    r = _mujun(url, "keys", "create", "--role", "analyst", "--region", t, data_dir=tmp_path)
+    assert r.returncode != 0 and "--county" in r.stderr + r.stdout and "Traceback" not in r.stderr
+    assert a in r.stderr + r.stdout and b in r.stderr + r.stdout
+    r = _mujun(url, "keys", "create", "--role", "analyst", "--region", t, "--county", b, data_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    got = _items(client, "enterprises", {"X-API-Key": r.stdout.strip().splitlines()[-1]})
+    assert got and got <= _all(rows, "enterprises", b, t)
+    listing = _mujun(url, "keys", "list", data_dir=tmp_path).stdout
+    assert f"{b} {t}" in listing
+    r = _mujun(url, "users", "create", "off_cli", "--role", "officer", "--township", t, "--county", a,
+               "--password", "password123", data_dir=tmp_path)
+    assert r.returncode == 0 and f"{a} {t}" in r.stdout, r.stderr
