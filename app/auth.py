@@ -227,8 +227,9 @@ def check_region(conn: sa.Connection, region: str | None, county: str | None = N
     if region != region.strip():
         raise ValueError(f"镇街名称 {region!r} 首尾有空格，请去掉。已知镇街：{listing}")
     if region not in known:
-        where = f"县（区）{county} " if county is not None else ""
-        raise ValueError(f"{where}没有镇街 {region!r}。已知镇街：{listing}")
+        if county is not None:
+            raise ValueError(f"县（区）{county} 没有镇街 {region!r}。已知镇街：{listing}")
+        raise ValueError(f"未知镇街 {region!r}。已知镇街：{listing}")
     return region
 
 
