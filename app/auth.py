@@ -248,9 +248,9 @@ def check_scope(conn: sa.Connection, region: str | None, county: str | None) -> 
             raise ValueError(f"未知县（区）代码 {county!r}（6 位县级行政区划代码）。本库的县（区）：{listing}")
         return check_region(conn, region, county), county
     if region is not None and counties(conn):
-        having = counties(conn, region)
-        if not having:
-            check_region(conn, region)  # raises: no such township in any county
+        having = counties(conn, check_region(conn, region))  # raises first for a township nowhere
+        if not having:  # only the database's one county (NULL) has it: no other county's to see
+            return region, None
         raise ValueError(f"本库包含多个县（区），镇街名称不能确定是哪个县的：请用 --county 指定县（区）代码。"
                          f"有镇街 {region!r} 的县（区）：{'、'.join(having)}")
     return check_region(conn, region), None
