@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 
 import pandas as pd
 import pytest
@@ -39,9 +38,9 @@ from app.province_db import write_province
 from app.sample import _ProvinceWriter, write_sample_bundle
 from scoring import evaluate, load_scheme, run_fingerprint, scheme_hash
 from spatial.synthetic import generate_county
+from tests.stored_ratings import KEYS, assert_same_rows, same_value, stored_rows
 
 YEARS = (2024, 2025)
-KEYS = {"enterprise_ratings": "uscc", "parcel_ratings": "identity_code"}
 SCHEME = "zhejiang_default"
 
 
@@ -70,30 +69,6 @@ def province(tmp_path_factory):
     return {"in": root / "in", "out": out, "tenant": tenant}
 
 
-def _rows(conn, table: str, run_id: int) -> pd.DataFrame:
-    key = KEYS[table]
-    return pd.read_sql(sa.text(f"SELECT * FROM {table} WHERE run_id = :r ORDER BY {key}"), conn,
-                       params={"r": run_id}).drop(columns="run_id")
-
-
-def _null(x) -> bool:
-    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
-
-
-def _equal(a, b) -> bool:
-    """Both NULL, or equal exactly (floats, and the numbers in the JSON, to the last bit)."""
-    return _null(a) and _null(b) or (not _null(a) and not _null(b) and a == b)
-
-
-def _assert_same_rows(a: pd.DataFrame, b: pd.DataFrame, key: str, what) -> None:
-    assert len(a) == len(b) > 0, what
-    assert a[key].tolist() == b[key].tolist(), what
-    assert list(a.columns) == list(b.columns), what
-    for c in a.columns:
-        bad = [(k, x, z) for k, x, z in zip(a[key], a[c].astype(object), b[c].astype(object)) if not _equal(x, z)]
-        assert not bad, (what, c, len(bad), bad[:2])
-
-
 def test_evaluate_rates_each_county_of_a_province_database(province, engine):
     runs = {y: write_province(engine, province["out"][y], province["in"], y, scheme=SCHEME, publish=True).run_id
             for y in YEARS}
@@ -105,7 +80,7 @@ def test_evaluate_rates_each_county_of_a_province_database(province, engine):
         land_county = dict(conn.execute(sa.text(
             "SELECT identity_code, county FROM parcels WHERE valid_from <= 2025 AND coalesce(valid_to, 10000) > 2025"))
             .all())
-        mine = {y: {t: _rows(conn, t, runs[y]) for t in KEYS} for y in YEARS}
+        mine = {y: {t: stored_rows(conn, t, runs[y]) for t in KEYS} for y in YEARS}
     r = outs[2025]["enterprise_ratings"]
     assert r["county"].nunique() == 3 and len(set(ent_county.values())) == 3 and None not in ent_county.values()
     assert all(ent_county[s] == c for s, c in zip(r["subject_id"], r["county"]))
@@ -119,7 +94,7 @@ def test_evaluate_rates_each_county_of_a_province_database(province, engine):
         assert ev.run_id != runs[y] and not ev.reused
         with engine.connect() as conn:
             for t, key in KEYS.items():
-                _assert_same_rows(mine[y][t], _rows(conn, t, ev.run_id), key, (y, t))
+                assert_same_rows(mine[y][t], stored_rows(conn, t, ev.run_id), key, (y, t))
 
     # what they agree on is the county's ranking: rated as one unit, the same subjects rank and
     # grade otherwise (an evaluation that ignores the counties fails the comparison above)
@@ -146,7 +121,7 @@ def test_evaluate_rates_each_county_of_a_province_database(province, engine):
     one = evaluate_year(engine, 2025, SCHEME)
     assert not one.reused and one.run_hash != reports[2025].run_hash
     with engine.connect() as conn:
-        g = _rows(conn, "enterprise_ratings", one.run_id).set_index("uscc")
+        g = stored_rows(conn, "enterprise_ratings", one.run_id).set_index("uscc")
     assert g["rank"].astype("Int64").reindex(e.index).tolist() == whole["rank"].astype("Int64").tolist()
 
 
@@ -164,7 +139,7 @@ def test_a_tenant_follows_a_landlord_of_its_own_county(province, engine):
             "WHERE l.year = 2024 AND l.uscc = :t AND l.role = 'tenant' ORDER BY l.attributed_area_m2 DESC"),
             conn, params={"t": t})
         own = conn.execute(sa.text("SELECT county FROM enterprises WHERE uscc = :t"), {"t": t}).scalar()
-        mine = {k: _rows(conn, k, run) for k in KEYS}
+        mine = {k: stored_rows(conn, k, run) for k in KEYS}
     # the premise: its largest rented land is across the border, and it rents in its own county too
     assert len(links) >= 2 and links["county"].iloc[0] != own and (links["county"] == own).any()
     # … and the province run has it follow its own county's landlord (随地主定档)
@@ -173,7 +148,7 @@ def test_a_tenant_follows_a_landlord_of_its_own_county(province, engine):
     ev = evaluate_year(engine, 2024, "zhenhai_4", force=True)
     with engine.connect() as conn:
         for k, key in KEYS.items():
-            _assert_same_rows(mine[k], _rows(conn, k, ev.run_id), key, k)
+            assert_same_rows(mine[k], stored_rows(conn, k, ev.run_id), key, k)
 
 
 def test_a_county_database_evaluates_as_one_unit_as_before(engine, settings, tmp_path):
@@ -195,7 +170,7 @@ def test_a_county_database_evaluates_as_one_unit_as_before(engine, settings, tmp
         ents, prev_ents = enterprise_subjects(conn, y), enterprise_subjects(conn, y - 1)
         parcels, prev_parcels = parcel_subjects(conn, y), parcel_subjects(conn, y - 1)
         history = rating_history(conn, y)
-        stored = {t: _rows(conn, t, ev.run_id) for t in KEYS}
+        stored = {t: stored_rows(conn, t, ev.run_id) for t in KEYS}
     prev_ents = prev_ents if len(prev_ents) else None
     prev_parcels = prev_parcels if prev_parcels["tax_paid"].notna().any() else None
     # the hash as it was computed before counties existed
@@ -211,7 +186,7 @@ def test_a_county_database_evaluates_as_one_unit_as_before(engine, settings, tmp
         assert len(want) == len(got) > 0
         for c in ("grade", "score", "rank", "percentile", "band_grade", "colour", "tax_per_mu"):
             bad = [(s, a, b) for s, a, b in zip(want["subject_id"], want[c].astype(object), got[c].astype(object))
-                   if not _equal(a, b)]
+                   if not same_value(a, b)]
             assert not bad, (t, c, len(bad), bad[:2])
 
 

@@ -16,7 +16,6 @@ province run ranks within each county: with one county both must agree on everyt
 
 from __future__ import annotations
 
-import math
 
 import pandas as pd
 import pyarrow as pa
@@ -29,9 +28,9 @@ from app.province import read_outputs, run_province
 from app.province_db import write_province
 from app.sample import _ProvinceWriter
 from spatial.synthetic import generate_county
+from tests.stored_ratings import KEYS, assert_same_rows, stored_rows
 
 YEARS = (2024, 2025)
-KEYS = {"enterprise_ratings": "uscc", "parcel_ratings": "identity_code"}
 
 
 def _boost(metrics: pq.ParquetFile, path, uscc: str, year: int) -> None:
@@ -68,25 +67,10 @@ def province(tmp_path_factory):
     return {"in": root / "in", "out": out, "leaver": leaver}
 
 
-def _rows(conn, table: str, run_id: int) -> pd.DataFrame:
-    key = KEYS[table]
-    return pd.read_sql(sa.text(f"SELECT * FROM {table} WHERE run_id = :r ORDER BY {key}"), conn,
-                       params={"r": run_id}).drop(columns="run_id")
-
-
-def _null(x) -> bool:
-    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
-
-
-def _equal(a, b) -> bool:
-    """Both NULL, or equal exactly (floats, and the numbers in the JSON, to the last bit)."""
-    return _null(a) and _null(b) or (not _null(a) and not _null(b) and a == b)
-
-
 def test_province_ratings_equal_what_evaluate_stores(province, engine):
     runs = {y: write_province(engine, province["out"][y], province["in"], y, publish=True).run_id for y in YEARS}
     with engine.connect() as conn:
-        mine = {y: {t: _rows(conn, t, runs[y]) for t in KEYS} for y in YEARS}
+        mine = {y: {t: stored_rows(conn, t, runs[y]) for t in KEYS} for y in YEARS}
 
     # the county path on the same database: 2025's history is the published province run of 2024
     for y in YEARS:
@@ -94,14 +78,7 @@ def test_province_ratings_equal_what_evaluate_stores(province, engine):
         assert ev.run_id != runs[y] and not ev.reused
         with engine.connect() as conn:
             for t, key in KEYS.items():
-                a, b = mine[y][t], _rows(conn, t, ev.run_id)
-                assert len(a) == len(b) > 0, (y, t)
-                assert a[key].tolist() == b[key].tolist(), (y, t)
-                assert list(a.columns) == list(b.columns)
-                for c in a.columns:
-                    bad = [(k, x, z) for k, x, z in zip(a[key], a[c].astype(object), b[c].astype(object))
-                           if not _equal(x, z)]
-                    assert not bad, (y, t, c, len(bad), bad[:2])
+                assert_same_rows(mine[y][t], stored_rows(conn, t, ev.run_id), key, (y, t))
 
     # … and what they agree on is there: nothing left NULL or empty that the county path fills
     e = mine[2025]["enterprise_ratings"].set_index("uscc")
