@@ -31,7 +31,7 @@ from app.province_db import write_province
 from app.sample import _ProvinceWriter
 from spatial.crs import gk_zone_epsg
 from spatial.synthetic import _county_centre, generate_county
-from tests.test_province_counties_db import KEYS, _assert_same_rows, _rows
+from tests.stored_ratings import KEYS, assert_same_rows, stored_rows
 
 YEAR = 2024
 SCHEME = "zhejiang_default"
@@ -100,7 +100,7 @@ def test_rematching_a_province_database_gives_the_runs_matching(province, engine
     with engine.connect() as conn:
         before = _derived(conn)
         counties = dict(conn.execute(sa.text("SELECT identity_code, county FROM parcels")).all())
-        stored = {k: _rows(conn, k, run) for k in KEYS}
+        stored = {k: stored_rows(conn, k, run) for k in KEYS}
         refs = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
                 for t in ("buildings", "leases", "link_corrections")}
     # what the run matched with is in the database
@@ -133,7 +133,7 @@ def test_rematching_a_province_database_gives_the_runs_matching(province, engine
     ev = evaluate_year(engine, YEAR, SCHEME, force=True)
     with engine.connect() as conn:
         for k, key in KEYS.items():
-            _assert_same_rows(stored[k], _rows(conn, k, ev.run_id), key, k)
+            assert_same_rows(stored[k], stored_rows(conn, k, ev.run_id), key, k)
 
 
 def test_a_correction_on_a_province_database_changes_only_its_land(province, engine, settings):
