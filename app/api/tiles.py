@@ -136,7 +136,10 @@ tile AS (
 )
 SELECT (SELECT version FROM data_version WHERE id = 1) AS dv,
        (SELECT id FROM run) AS run_id,
-       (SELECT ST_AsMVT(tile.*, '{layer.id}', {EXTENT}, 'geom', 'fid') FROM tile WHERE tile.geom IS NOT NULL) AS mvt"""
+       -- features in fid order: the same rows give the same bytes whatever plan scanned them
+       -- (a pre-built tile must equal a fresh render; scan order changes with the statistics)
+       (SELECT ST_AsMVT(tile.*, '{layer.id}', {EXTENT}, 'geom', 'fid' ORDER BY tile.fid, tile.geom)
+        FROM tile WHERE tile.geom IS NOT NULL) AS mvt"""
 
 
 def overview_sql(layer: Layer, *, explicit_run: bool, region_sql: str, drafts: bool = True) -> str:
@@ -190,7 +193,8 @@ tile AS (
 )
 SELECT (SELECT version FROM data_version WHERE id = 1) AS dv,
        (SELECT id FROM run) AS run_id,
-       (SELECT ST_AsMVT(tile.*, '{layer.id}', {OVERVIEW_EXTENT}, 'geom') FROM tile WHERE tile.geom IS NOT NULL) AS mvt"""
+       (SELECT ST_AsMVT(tile.*, '{layer.id}', {OVERVIEW_EXTENT}, 'geom' ORDER BY {keys})
+        FROM tile WHERE tile.geom IS NOT NULL) AS mvt"""
 
 
 def extent_sql(layer: Layer, region_sql: str) -> str:
